@@ -1,0 +1,1 @@
+//! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
