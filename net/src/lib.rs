@@ -1,1 +1,6 @@
 //! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
+
+pub mod config;
+pub mod connection;
+pub mod data_dir;
+pub mod server;

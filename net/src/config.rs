@@ -1,0 +1,265 @@
+//! Broker configuration: embedded defaults, an optional TOML file, then command-line flags.
+//!
+//! Every setting has a default that makes `sluice start` work on a fresh machine with no file:
+//! data in `./data`, the Kafka listener on `127.0.0.1:9092`, one shard per core. A TOML file
+//! (`--config`) uses the flag names as keys (`data-dir = "/var/lib/sluice"`), and flags win over
+//! the file. The resolved config is plain data, built once on the main thread and cloned to
+//! every shard.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default `socket.request.max.bytes` (Kafka's default, 100 MiB).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+/// Default `connections.max.idle.ms` (Kafka's default, 10 minutes).
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default limit on open client connections per broker.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
+/// Requests of one connection that may be in flight (decoded, not yet answered) at once.
+pub const CONNECTION_IN_FLIGHT_MAX: usize = 32;
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The settings a TOML file may give; every one optional. Flags have the same shape.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub advertised: Option<String>,
+    pub shards: Option<u32>,
+    pub node_id: Option<i32>,
+    pub log_level: Option<String>,
+    pub dev: Option<bool>,
+    pub socket_request_max_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub connections_max_idle_ms: Option<u64>,
+    pub auto_create_topics_enable: Option<bool>,
+    pub num_partitions: Option<i32>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `self` with every setting that `over` gives replaced by `over`'s.
+    pub fn overridden_by(self, over: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: over.data_dir.or(self.data_dir),
+            listen: over.listen.or(self.listen),
+            advertised: over.advertised.or(self.advertised),
+            shards: over.shards.or(self.shards),
+            node_id: over.node_id.or(self.node_id),
+            log_level: over.log_level.or(self.log_level),
+            dev: over.dev.or(self.dev),
+            socket_request_max_bytes: over
+                .socket_request_max_bytes
+                .or(self.socket_request_max_bytes),
+            max_connections: over.max_connections.or(self.max_connections),
+            connections_max_idle_ms: over
+                .connections_max_idle_ms
+                .or(self.connections_max_idle_ms),
+            auto_create_topics_enable: over
+                .auto_create_topics_enable
+                .or(self.auto_create_topics_enable),
+            num_partitions: over.num_partitions.or(self.num_partitions),
+        }
+    }
+}
+
+/// The resolved broker configuration.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host and port that Metadata responses tell clients to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub shards: u32,
+    pub node_id: i32,
+    pub log_level: String,
+    /// Allows a data directory without O_DIRECT support (tmpfs, some containers).
+    pub dev: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub connections_max_idle_ms: u64,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+}
+
+impl BrokerConfig {
+    /// Resolves a layer (file overridden by flags) against the embedded defaults.
+    pub fn resolve(layer: ConfigLayer) -> Result<BrokerConfig, ConfigError> {
+        let listen_text = layer.listen.unwrap_or_else(|| "127.0.0.1:9092".into());
+        let listen = resolve_addr("listen", &listen_text)?;
+        let (advertised_host, advertised_port) = match layer.advertised {
+            Some(text) => split_host_port("advertised", &text)?,
+            None if listen.ip().is_unspecified() => (local_hostname(), listen.port()),
+            None => (listen.ip().to_string(), listen.port()),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let shards = layer.shards.unwrap_or(cores);
+        if shards == 0 || shards > sluice_engine::shard::SHARDS_MAX {
+            return Err(ConfigError::Invalid {
+                key: "shards",
+                message: format!(
+                    "{shards} is outside 1..={}",
+                    sluice_engine::shard::SHARDS_MAX
+                ),
+            });
+        }
+        let num_partitions = layer.num_partitions.unwrap_or(1);
+        if num_partitions < 1 {
+            return Err(ConfigError::Invalid {
+                key: "num-partitions",
+                message: format!("{num_partitions} must be at least 1"),
+            });
+        }
+        let socket_request_max_bytes = layer
+            .socket_request_max_bytes
+            .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+        if socket_request_max_bytes < 1024 || socket_request_max_bytes > i32::MAX as usize {
+            return Err(ConfigError::Invalid {
+                key: "socket-request-max-bytes",
+                message: format!("{socket_request_max_bytes} is outside 1024..=2147483647"),
+            });
+        }
+        Ok(BrokerConfig {
+            data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            listen,
+            advertised_host,
+            advertised_port,
+            shards,
+            node_id: layer.node_id.unwrap_or(1),
+            log_level: layer.log_level.unwrap_or_else(|| "info".into()),
+            dev: layer.dev.unwrap_or(false),
+            socket_request_max_bytes,
+            max_connections: layer.max_connections.unwrap_or(MAX_CONNECTIONS_DEFAULT),
+            connections_max_idle_ms: layer
+                .connections_max_idle_ms
+                .unwrap_or(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
+            auto_create_topics_enable: layer.auto_create_topics_enable.unwrap_or(true),
+            num_partitions,
+        })
+    }
+}
+
+fn resolve_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { key, message };
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("{text:?}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(format!("{text:?} resolves to no address")))
+}
+
+fn split_host_port(key: &'static str, text: &str) -> Result<(String, u16), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { key, message };
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(format!("{text:?} is not HOST:PORT")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(format!("{text:?} has no valid port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(invalid(format!("{text:?} has no host")));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_with_nothing_given() {
+        let c = BrokerConfig::resolve(ConfigLayer::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert!(c.shards >= 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: ConfigLayer =
+            toml::from_str("data-dir = \"/srv/a\"\nlisten = \"127.0.0.1:1000\"\nshards = 3")
+                .unwrap();
+        let flags = ConfigLayer {
+            listen: Some("127.0.0.1:2000".into()),
+            ..ConfigLayer::default()
+        };
+        let c = BrokerConfig::resolve(file.overridden_by(flags)).unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+        assert_eq!(c.shards, 3);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ConfigLayer>("data_directory = \"x\"").is_err());
+        let bad = ConfigLayer {
+            shards: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(matches!(
+            BrokerConfig::resolve(bad),
+            Err(ConfigError::Invalid { key: "shards", .. })
+        ));
+        let bad = ConfigLayer {
+            advertised: Some("nohostport".into()),
+            ..ConfigLayer::default()
+        };
+        assert!(BrokerConfig::resolve(bad).is_err());
+    }
+
+    #[test]
+    fn advertised_defaults_to_the_hostname_on_a_wildcard_listener() {
+        let layer = ConfigLayer {
+            listen: Some("0.0.0.0:9093".into()),
+            ..ConfigLayer::default()
+        };
+        let c = BrokerConfig::resolve(layer).unwrap();
+        assert_eq!(c.advertised_port, 9093);
+        assert_ne!(c.advertised_host, "0.0.0.0");
+    }
+}

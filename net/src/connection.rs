@@ -1,0 +1,201 @@
+//! One client connection: framing, pipelining, responses in request order, limits.
+//!
+//! Kafka frames are a 4-byte big-endian size followed by that many bytes. The reader checks the
+//! size against `socket.request.max.bytes` before reading the body, so an oversized or hostile
+//! size never makes the broker allocate; it closes the connection with one log line. Each
+//! request is handled in its own task as soon as it is read, so a client that pipelines
+//! (librdkafka keeps up to five in flight) gets them processed concurrently; the writer awaits
+//! the handlers in arrival order, so responses always go out in request order. At most
+//! `CONNECTION_IN_FLIGHT_MAX` requests are in flight; past that the reader stops reading and the
+//! client's TCP window fills, which is the back-pressure a slow broker should apply.
+//!
+//! A connection lives on the shard whose listener accepted it and never leaves it; work for
+//! partitions owned by other shards goes through the mesh inside the handlers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+
+use crate::config::CONNECTION_IN_FLIGHT_MAX;
+
+/// What a handler returns for one request.
+pub enum Reply {
+    /// The response frame, size prefix included, as chunks to be written in order (large
+    /// record data stays in its own chunks, never copied into the skeleton).
+    Frame(Vec<Bytes>),
+    /// No response: Produce with acks=0.
+    None,
+    /// The request was malformed or hostile: answer nothing more and close the connection.
+    Close(String),
+}
+
+/// A future that stays on this shard.
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Handles one request frame (the bytes after the size prefix).
+pub trait Handler: 'static {
+    fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply>;
+}
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// `socket.request.max.bytes`: the largest frame body accepted.
+    pub request_max_bytes: usize,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    pub idle: Duration,
+}
+
+/// Why a connection ended. Logged once by the caller; never affects other connections.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("idle for longer than {0:?}")]
+    Idle(Duration),
+    #[error("request of {size} bytes exceeds socket.request.max.bytes ({max})")]
+    Oversized { size: i64, max: usize },
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves one connection until it ends; returns why it ended.
+///
+/// Runs on the shard that accepted the connection.
+pub async fn serve<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+    handler: Rc<H>,
+) -> ConnectionEnd {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let (queue_tx, queue_rx) =
+        local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(CONNECTION_IN_FLIGHT_MAX);
+
+    // The writer owns the write half and answers in arrival order. It ends when the queue
+    // closes and drains (the reader is done), or early when a reply asks to close or a write
+    // fails — and then the reader must stop too, so the two are raced below.
+    let writer = async move {
+        while let Some(pending) = queue_rx.recv().await {
+            match pending.await {
+                Some(Reply::Frame(chunks)) => {
+                    for chunk in &chunks {
+                        if let Err(e) = writer.write_all(chunk).await {
+                            return Some(ConnectionEnd::Io(e));
+                        }
+                    }
+                    if let Err(e) = writer.flush().await {
+                        return Some(ConnectionEnd::Io(e));
+                    }
+                }
+                Some(Reply::None) => {}
+                Some(Reply::Close(why)) => return Some(ConnectionEnd::Malformed(why)),
+                // The handler task was cancelled (shutdown): nothing more to send.
+                None => return None,
+            }
+        }
+        None
+    };
+    let reader = async move {
+        let end = loop {
+            let frame = match read_frame(&mut reader, &limits).await {
+                Ok(frame) => frame,
+                Err(end) => break end,
+            };
+            let task = glommio::spawn_local(handler.clone().handle(frame)).detach();
+            if queue_tx.send(task).await.is_err() {
+                break ConnectionEnd::ClientClosed;
+            }
+        };
+        // Closing the queue lets the writer drain what is in flight and finish.
+        drop(queue_tx);
+        end
+    };
+    let mut writer = std::pin::pin!(writer);
+    let first = futures_lite::future::or(async { Ok(reader.await) }, async {
+        Err((&mut writer).await)
+    })
+    .await;
+    let end = match first {
+        // The reader ended (client closed, bad frame, idle): send what is in flight, then close.
+        Ok(read_end) => writer.await.unwrap_or(read_end),
+        // The writer ended first: a Close reply or a write error ends the connection now.
+        Err(write_end) => write_end.unwrap_or(ConnectionEnd::ClientClosed),
+    };
+    tracing::debug!(%peer, reason = %end, "connection ended");
+    end
+}
+
+/// Reads one frame body, enforcing the size limit before allocating and the idle timeout.
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    limits: &ConnectionLimits,
+) -> Result<Bytes, ConnectionEnd> {
+    let mut size = [0u8; 4];
+    match glommio::timer::timeout(limits.idle, async {
+        Ok(reader.read_exact(&mut size).await)
+    })
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ConnectionEnd::ClientClosed)
+        }
+        Ok(Err(e)) => return Err(ConnectionEnd::Io(e)),
+        Err(_) => return Err(ConnectionEnd::Idle(limits.idle)),
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > limits.request_max_bytes {
+        return Err(ConnectionEnd::Oversized {
+            size: i64::from(size),
+            max: limits.request_max_bytes,
+        });
+    }
+    // A request header is at least 8 bytes (api key, version, correlation id); anything shorter
+    // cannot be answered because there is no correlation id to answer with.
+    if size < 8 {
+        return Err(ConnectionEnd::Malformed(format!(
+            "frame of {size} bytes is shorter than a request header"
+        )));
+    }
+    // The body is read as it arrives, growing the buffer with what was actually received: a
+    // client that announces 100 MiB and sends nothing costs one small buffer, not 100 MiB.
+    let size = size as usize;
+    let mut body = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
+    let read_body = async {
+        while body.len() < size {
+            let filled = body.len();
+            let want = (size - filled).min(READ_CHUNK_BYTES);
+            body.resize(filled + want, 0);
+            let n = reader.read(&mut body[filled..]).await?;
+            body.truncate(filled + n);
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    // The body of a frame must follow promptly; a client that stalls mid-frame for the whole
+    // idle period is treated as idle.
+    match glommio::timer::timeout(limits.idle, async { Ok(read_body.await) }).await {
+        Ok(Ok(())) => Ok(body.freeze()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
+            ConnectionEnd::Malformed("connection closed in the middle of a frame".into()),
+        ),
+        Ok(Err(e)) => Err(ConnectionEnd::Io(e)),
+        Err(_) => Err(ConnectionEnd::Idle(limits.idle)),
+    }
+}
+
+/// How much of a frame body is read (and the buffer grown) per read call.
+const READ_CHUNK_BYTES: usize = 256 * 1024;

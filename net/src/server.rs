@@ -1,0 +1,124 @@
+//! The listener side of the broker: one Kafka listener per shard, connection accounting, and
+//! graceful shutdown.
+//!
+//! Every shard binds the same address with SO_REUSEPORT (glommio's `TcpListener::bind` sets
+//! it), so the kernel spreads incoming connections across cores and a connection is served
+//! entirely by the shard that accepted it. Open connections are counted across all shards
+//! against `max_connections`; one over the limit is closed at once. On shutdown every shard
+//! stops accepting, lets its open connections finish the requests they already sent for a short
+//! grace period, and then returns so the caller can flush and close the logs.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+
+use crate::connection::{self, ConnectionEnd, ConnectionLimits, Handler};
+
+/// How often a waiting shard looks at the shutdown flag (set from a signal handler thread).
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long open connections get to finish their in-flight requests at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by the listeners of all shards. `Send + Sync`: plain atomics only.
+#[derive(Debug, Default)]
+pub struct ListenerShared {
+    pub open_connections: AtomicUsize,
+    pub shutdown: AtomicBool,
+}
+
+/// Settings of a shard's listener.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub max_connections: usize,
+    pub limits: ConnectionLimits,
+}
+
+/// Binds this shard's listener (SO_REUSEPORT on the shared address).
+///
+/// Runs on the shard that will serve the listener's connections.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(std::io::Error::from)
+}
+
+/// Accepts connections until shutdown, serving each in its own task with `handler`; then waits
+/// (up to a grace period) for this shard's connections to finish.
+///
+/// Runs on the shard that bound `listener`.
+pub async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    shared: Arc<ListenerShared>,
+    handler: Rc<H>,
+) {
+    let local_open = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            wait_for_shutdown(&shared).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE and friends: keep the listener, back off briefly.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let open = shared.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        if open > config.max_connections {
+            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(%peer, max = config.max_connections, "too many connections; closing");
+            drop(stream);
+            continue;
+        }
+        local_open.set(local_open.get() + 1);
+        let shared = shared.clone();
+        let handler = handler.clone();
+        let limits = config.limits;
+        let local = local_open.clone();
+        glommio::spawn_local(async move {
+            let end = connection::serve(stream, peer, limits, handler).await;
+            match &end {
+                ConnectionEnd::ClientClosed => tracing::debug!(%peer, "client closed"),
+                ConnectionEnd::Idle(_) => tracing::debug!(%peer, reason = %end, "closed"),
+                _ => tracing::warn!(%peer, reason = %end, "closed connection"),
+            }
+            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            local.set(local.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while local_open.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resolves once the shutdown flag is set.
+pub async fn wait_for_shutdown(shared: &ListenerShared) {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// Resolves a listen address with port 0 to a concrete free port, so that every shard binds
+/// the same port (binding port 0 separately on each shard would give each a different one).
+pub fn concrete_listen_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr)?;
+    probe.local_addr()
+}
