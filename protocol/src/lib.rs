@@ -6,6 +6,98 @@
 
 pub mod codec;
 pub mod error;
+#[doc(hidden)]
+pub mod rt;
 
 pub use codec::{Decoder, EncodedFrame, Encoder, Uuid};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
+
+/// One generated message type (a request, response, header or data message).
+pub trait Message: Sized {
+    /// The message's name as in Kafka's definitions.
+    const NAME: &'static str;
+    /// Lowest version defined.
+    const MIN_VERSION: i16;
+    /// Highest version defined.
+    const MAX_VERSION: i16;
+    /// Decodes the message at `version`.
+    fn decode(d: &mut Decoder, version: i16) -> Result<Self, DecodeError>;
+    /// Encodes the message at `version`.
+    fn encode(&self, e: &mut Encoder, version: i16) -> Result<(), EncodeError>;
+    /// Bytes `encode` writes at `version`.
+    fn encoded_size(&self, version: i16) -> usize;
+}
+
+/// Every message type, one module per definition file (generated).
+#[allow(
+    clippy::field_reassign_with_default,
+    clippy::needless_borrow,
+    clippy::match_single_binding,
+    clippy::identity_op,
+    clippy::nonminimal_bool,
+    clippy::overly_complex_bool_expr,
+    clippy::manual_range_contains,
+    clippy::len_zero,
+    clippy::bool_comparison,
+    unused_variables,
+    unused_parens,
+    clippy::double_parens,
+    unused_mut,
+    unused_comparisons
+)]
+pub mod messages {
+    include!(concat!(env!("OUT_DIR"), "/messages.rs"));
+}
+
+/// The API key table and the `Request`/`Response` enums (generated).
+pub mod api {
+    /// One row of the API table.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ApiInfo {
+        pub key: ApiKey,
+        pub name: &'static str,
+        pub min_version: i16,
+        pub max_version: i16,
+        /// First flexible version (compact encodings, tagged fields), if any.
+        pub flexible_min: Option<i16>,
+        /// The highest version is still unstable in Kafka; do not advertise it.
+        pub unstable_latest: bool,
+    }
+
+    impl ApiKey {
+        /// True when this codec can decode and encode `version` of this API.
+        pub fn supports(self, version: i16) -> bool {
+            let info = self.info();
+            version >= info.min_version && version <= info.max_version
+        }
+
+        /// True when `version` uses compact encodings and tagged fields.
+        pub fn is_flexible(self, version: i16) -> bool {
+            self.info().flexible_min.is_some_and(|f| version >= f)
+        }
+
+        /// Request header version for `version` of this API: 2 for flexible versions, else 1.
+        pub fn request_header_version(self, version: i16) -> i16 {
+            if self.is_flexible(version) {
+                2
+            } else {
+                1
+            }
+        }
+
+        /// Response header version: 1 for flexible versions, else 0 — except ApiVersions,
+        /// whose response header is always v0 so that a client which does not yet know the
+        /// broker's versions can parse it (KIP-511).
+        pub fn response_header_version(self, version: i16) -> i16 {
+            if self != ApiKey::ApiVersions && self.is_flexible(version) {
+                1
+            } else {
+                0
+            }
+        }
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/api.rs"));
+}
+
+pub use api::{ApiInfo, ApiKey, Request, Response, API_TABLE};
