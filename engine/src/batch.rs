@@ -103,6 +103,48 @@ pub fn peek_offset_and_len(buf: &[u8]) -> Option<(i64, i64)> {
     Some((base, len))
 }
 
+/// The fixed header fields a log scan needs, read from the first 61 bytes of a batch without
+/// the rest of it (scans hop from header to header without reading batch bodies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: Offset,
+    pub total_len: u64,
+    pub magic: i8,
+    pub last_offset_delta: i32,
+    pub max_timestamp: i64,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads the header at the start of `buf`; `None` when fewer than 61 bytes are present or
+    /// `batchLength` is too small to cover the header.
+    pub fn read(buf: &[u8]) -> Option<BatchHeader> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        let length = be_i32(buf, LENGTH_AT);
+        if length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
+            return None;
+        }
+        Some(BatchHeader {
+            base_offset: Offset(be_i64(buf, BASE_OFFSET_AT)),
+            total_len: length as u64 + BATCH_LOG_OVERHEAD_BYTES as u64,
+            magic: buf[MAGIC_AT] as i8,
+            last_offset_delta: be_i32(buf, LAST_OFFSET_DELTA_AT),
+            max_timestamp: be_i64(buf, MAX_TIMESTAMP_AT),
+            record_count: be_i32(buf, RECORD_COUNT_AT),
+        })
+    }
+
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset.plus(i64::from(self.last_offset_delta))
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset().plus(1)
+    }
+}
+
 impl<'a> BatchView<'a> {
     /// A view of the batch at the start of `buf` (which may hold more bytes after it). `pos` is
     /// the batch's position in the enclosing buffer, reported in errors.

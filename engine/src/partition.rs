@@ -1,1 +1,1067 @@
-//! (being written)
+//! A partition log: a directory of segments with one active segment, the offsets, the
+//! durability bookkeeping and the public API the broker uses (append, read, list offsets,
+//! truncate, delete records, close).
+//!
+//! Owned by the partition's home shard; never crosses cores (`Rc` + `RefCell`, and no RefCell
+//! borrow is ever held across an `.await`). Appends are serialised by a FIFO lock only around
+//! the short critical section that may roll the segment and then assigns offsets and copies
+//! bytes into the write buffer, so offsets follow call order while the waits for the device
+//! write and the group-committed fdatasync overlap across callers.
+//!
+//! Offsets, with the invariant `log_start <= durable <= high_watermark <= log_end` for the
+//! durable offset and `log_start <= high_watermark <= log_end` always:
+//! - `log_end_offset`: one past the last offset assigned (appended, maybe not yet written);
+//! - `high_watermark`: one past the last offset whose bytes are written to the device. On a
+//!   single node this is what consumers may read: data is readable once a read can return it
+//!   from the file, and it survives a process crash (not necessarily a power loss);
+//! - `durable_offset`: one past the last offset covered by a completed fdatasync.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Semaphore;
+
+use crate::batch::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, BatchIter,
+};
+use crate::batch_cache::{BatchCache, CachedBatch};
+use crate::config::{LogConfig, MessageTimestampType, FLUSH_OFF};
+use crate::durability::{Durability, FlushTarget, ShardFlusher};
+use crate::error::{Error, InvalidRecord, Result};
+use crate::io::{align_down, IoBackend, LogFile};
+use crate::limits::BATCH_CACHE_BYTES_DEFAULT;
+use crate::recovery::{check_closed_segment, recover_last_segment, TailRecovery};
+use crate::segment::{parse_log_file_name, Segment};
+use crate::segment_reader::{locate, read_batches, ScanItem, Scanner};
+use crate::segment_writer::SegmentWriter;
+use crate::types::{FilePos, Offset, TopicPartition};
+
+/// Name of the per-partition file holding the log start offset.
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+/// ListOffsets special timestamps.
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const MAX_TIMESTAMP: i64 = -3;
+
+/// The shard-level objects every partition of a shard shares. Constructible without the shard
+/// runtime (tests build one directly inside a `LocalExecutor`).
+#[derive(Clone)]
+pub struct ShardContext {
+    pub flusher: Rc<ShardFlusher>,
+    pub cache: Rc<BatchCache>,
+    pub io: IoBackend,
+}
+
+impl Default for ShardContext {
+    fn default() -> Self {
+        ShardContext {
+            flusher: ShardFlusher::new(),
+            cache: BatchCache::new(BATCH_CACHE_BYTES_DEFAULT),
+            io: IoBackend::Direct,
+        }
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The broker time written into the batches, or -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    pub log_start_offset: Offset,
+}
+
+/// Where a piece of read data lives on disk, for zero-copy sends (splice/sendfile).
+#[derive(Clone)]
+pub struct FileSlice {
+    pub segment: Rc<Segment>,
+    pub pos: FilePos,
+    pub len: u64,
+}
+
+impl std::fmt::Debug for FileSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FileSlice({} @{} +{})",
+            self.segment.log_path().display(),
+            self.pos,
+            self.len
+        )
+    }
+}
+
+/// The result of a read: whole batches as `Bytes` chunks, and the same bytes as file slices.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub chunks: Vec<Bytes>,
+    pub slices: Vec<FileSlice>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+    /// Whether the data came from the batch cache.
+    pub from_cache: bool,
+}
+
+impl ReadResult {
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(Bytes::is_empty)
+    }
+    /// All chunks concatenated (tests, small responses).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
+/// What opening a partition found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub tail: TailRecovery,
+}
+
+/// A partition log. Cloning shares the same partition. Owned by its home shard.
+#[derive(Clone)]
+pub struct Partition {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    tp: TopicPartition,
+    dir: PathBuf,
+    config: Arc<LogConfig>,
+    ctx: ShardContext,
+    cache_id: u64,
+    append_lock: Semaphore,
+    st: RefCell<State>,
+}
+
+struct State {
+    segments: BTreeMap<Offset, Rc<Segment>>,
+    writer: Rc<SegmentWriter>,
+    log_start: Offset,
+    next_offset: Offset,
+    durable: Offset,
+    poisoned: Option<(&'static str, String)>,
+    unflushed_records: i64,
+    flush_timer_armed: bool,
+    closed: bool,
+    leader_epoch: i32,
+    report: OpenReport,
+}
+
+impl Partition {
+    /// Opens (creating if needed) the log of `tp` under `root/<topic>-<partition>`, recovering it
+    /// under [`crate::recovery::TolerateCorruptTail`]. A corrupt log returns `CorruptLog` and
+    /// leaves the files alone: only this partition is offline. Runs on the home shard.
+    pub async fn open(
+        root: &Path,
+        tp: TopicPartition,
+        config: Arc<LogConfig>,
+        ctx: ShardContext,
+    ) -> Result<Partition> {
+        let dir = root.join(tp.dir_name());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create partition dir", &dir, e))?;
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list partition", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list partition", &dir, e))?;
+            if let Some(base) = entry.file_name().to_str().and_then(parse_log_file_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort();
+        let checkpoint = read_checkpoint(&dir)?;
+        let created = bases.is_empty();
+        if created {
+            bases.push(checkpoint.unwrap_or(Offset(0)));
+        }
+        let interval = config.index_interval_bytes;
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let seg = Segment::open(&dir, base, &ctx.io, created).await?;
+            if let Some(&next_base) = bases.get(i + 1) {
+                check_closed_segment(&seg, next_base, interval).await?;
+            }
+            segments.insert(base, Rc::new(seg));
+        }
+        let last = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::CorruptLog {
+                segment: dir.clone(),
+                pos: FilePos(0),
+                detail: "no segment".to_string(),
+            })?;
+        let tail = recover_last_segment(&last, interval).await?;
+        last.remove_index_files()?;
+        // Recovered bytes may still sit in a device cache after a process crash: make them
+        // durable before calling them durable.
+        last.file()
+            .sync()
+            .await
+            .map_err(|e| Error::io("sync segment", last.log_path(), e))?;
+        if created {
+            sync_dir(&dir)?;
+        }
+        let end = last.size();
+        let next_offset = last.next_offset();
+        let tail_bytes = read_tail(&last, end).await?;
+        let first_base = bases[0];
+        let log_start = checkpoint
+            .map_or(first_base, |c| c.max(first_base))
+            .min(next_offset);
+        if last.size() > 0 {
+            last.meta.borrow_mut().first_append_ms = Some(now_ms());
+        }
+        let writer = SegmentWriter::new(last.clone(), end, tail_bytes, next_offset);
+        let cache_id = ctx.cache.register();
+        let report = OpenReport {
+            segments: segments.len(),
+            tail,
+        };
+        let inner = Rc::new(Inner {
+            tp,
+            dir,
+            config,
+            ctx,
+            cache_id,
+            append_lock: Semaphore::new(1),
+            st: RefCell::new(State {
+                segments,
+                writer,
+                log_start,
+                next_offset,
+                durable: next_offset,
+                poisoned: None,
+                unflushed_records: 0,
+                flush_timer_armed: false,
+                closed: false,
+                leader_epoch: 0,
+                report,
+            }),
+        });
+        Ok(Partition { inner })
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.inner.tp
+    }
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+    pub fn config(&self) -> &Arc<LogConfig> {
+        &self.inner.config
+    }
+    /// What recovery found when this partition was opened.
+    pub fn open_report(&self) -> OpenReport {
+        self.inner.st.borrow().report
+    }
+    pub fn log_start_offset(&self) -> Offset {
+        self.inner.st.borrow().log_start
+    }
+    /// One past the last offset assigned.
+    pub fn log_end_offset(&self) -> Offset {
+        self.inner.st.borrow().next_offset
+    }
+    /// One past the last offset written to the device (see the module doc for why).
+    pub fn high_watermark(&self) -> Offset {
+        self.inner.st.borrow().writer.written_offset()
+    }
+    /// One past the last offset covered by a completed fdatasync.
+    pub fn durable_offset(&self) -> Offset {
+        self.inner.st.borrow().durable
+    }
+    /// Sets the leader epoch written into appended batches.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.inner.st.borrow_mut().leader_epoch = epoch;
+    }
+    /// Number of segments, active included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.st.borrow().segments.len()
+    }
+    /// Bytes of write buffer memory held right now (0 plus the partial last sector when idle).
+    pub fn write_buffer_bytes(&self) -> usize {
+        self.inner.st.borrow().writer.buffer_bytes()
+    }
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner
+            .st
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.size())
+            .sum()
+    }
+    /// The error every write returns, if the partition is poisoned.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.inner.writable().err()
+    }
+
+    /// Appends one or more v2 batches as received from a producer. Every batch is validated
+    /// before anything is written; offsets are assigned in call order. Returns when the
+    /// requested durability is reached. Runs on the home shard.
+    pub async fn append(&self, records: Bytes, durability: Durability) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        let cfg = inner.config.clone();
+        inner.writable()?;
+        validate_records(&records, &cfg)?;
+        let permit = inner
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed {
+                tp: inner.tp.clone(),
+            })?;
+        inner.writable()?;
+        let writer = inner.st.borrow().writer.clone();
+        writer.wait_room().await;
+        inner.maybe_roll(records.len()).await?;
+        inner.writable()?;
+
+        let now = now_ms();
+        let log_append = cfg.message_timestamp_type == MessageTimestampType::LogAppendTime;
+        let (info, writer, end) = {
+            let mut st = inner.st.borrow_mut();
+            let writer = st.writer.clone();
+            let seg = writer.segment().clone();
+            let base = st.next_offset;
+            let mut copy = BytesMut::from(&records[..]);
+            let mut next = base;
+            let mut pos = seg.size();
+            let mut at = 0usize;
+            let mut placed = Vec::new();
+            while at < copy.len() {
+                let Some(h) = BatchHeader::read(&copy[at..]) else {
+                    break;
+                };
+                let len = h.total_len as usize;
+                let b = &mut copy[at..at + len];
+                set_base_offset(b, next);
+                set_partition_leader_epoch(b, st.leader_epoch);
+                if log_append {
+                    set_log_append_time(b, now);
+                }
+                let Some(h) = BatchHeader::read(b) else {
+                    break;
+                };
+                seg.note_batch(FilePos(pos), &h, cfg.index_interval_bytes, now);
+                placed.push((at, len, h, pos));
+                next = h.next_offset();
+                pos += h.total_len;
+                at += len;
+            }
+            let frozen = copy.freeze();
+            let end = writer.append(&frozen, next);
+            for (at, len, h, pos) in placed {
+                inner.ctx.cache.insert(
+                    inner.cache_id,
+                    CachedBatch {
+                        bytes: frozen.slice(at..at + len),
+                        base_offset: h.base_offset,
+                        next_offset: h.next_offset(),
+                        segment_base: seg.base(),
+                        pos: FilePos(pos),
+                    },
+                );
+            }
+            st.next_offset = next;
+            st.unflushed_records += next.0 - base.0;
+            let info = AppendInfo {
+                base_offset: base,
+                last_offset: Offset(next.0 - 1),
+                log_append_time: if log_append { now } else { -1 },
+                log_start_offset: st.log_start,
+            };
+            (info, writer, end)
+        };
+        drop(permit);
+        writer.kick();
+        inner.background_flush_triggers();
+        match durability {
+            Durability::Buffered => {}
+            Durability::Written => inner.wait_written(&writer, end).await?,
+            Durability::Synced => {
+                inner.wait_written(&writer, end).await?;
+                let target: Rc<dyn FlushTarget> = self.inner.clone();
+                inner.ctx.flusher.sync(target).await;
+                inner.writable()?;
+                let durable = inner.st.borrow().durable;
+                if durable <= info.last_offset {
+                    return Err(Error::Poisoned {
+                        tp: inner.tp.clone(),
+                        op: "fdatasync",
+                        detail: format!(
+                            "flush round ended with durable offset {durable} below {}",
+                            info.last_offset
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` but at
+    /// least one batch if any exists at or after `offset` (KIP-74). Reading at the high
+    /// watermark returns nothing; outside `[log_start, high_watermark]` is OFFSET_OUT_OF_RANGE.
+    /// Runs on the home shard.
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult> {
+        let inner = &self.inner;
+        let (log_start, hw) = {
+            let st = inner.st.borrow();
+            (st.log_start, st.writer.written_offset())
+        };
+        if offset < log_start || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                tp: inner.tp.clone(),
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
+        let mut out = ReadResult {
+            high_watermark: hw,
+            log_start_offset: log_start,
+            ..ReadResult::default()
+        };
+        if offset == hw {
+            return Ok(out);
+        }
+        if let Some(run) = inner.ctx.cache.read(inner.cache_id, offset, max_bytes, hw) {
+            let st = inner.st.borrow();
+            let segs: Option<Vec<Rc<Segment>>> = run
+                .iter()
+                .map(|b| st.segments.get(&b.segment_base).cloned())
+                .collect();
+            if let Some(segs) = segs {
+                for (b, seg) in run.into_iter().zip(segs) {
+                    out.slices.push(FileSlice {
+                        segment: seg,
+                        pos: b.pos,
+                        len: b.bytes.len() as u64,
+                    });
+                    out.chunks.push(b.bytes);
+                }
+                out.from_cache = true;
+                return Ok(out);
+            }
+        }
+        let seg = inner.segment_for(offset)?;
+        seg.ensure_indexes(inner.config.index_interval_bytes).await?;
+        let readable = seg.readable();
+        let from = seg
+            .meta
+            .borrow()
+            .index
+            .as_ref()
+            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
+        let Some(loc) = locate(&seg, from, offset, readable, inner.locate_chunk_bytes()).await?
+        else {
+            return Ok(out);
+        };
+        let data = read_batches(&seg, loc, max_bytes, readable).await?;
+        out.slices.push(FileSlice {
+            segment: seg,
+            pos: loc.pos,
+            len: data.len() as u64,
+        });
+        out.chunks.push(data);
+        Ok(out)
+    }
+
+    /// ListOffsets: -2 earliest, -1 latest (high watermark), -3 the batch with the largest
+    /// timestamp, otherwise the first batch whose max timestamp is >= `ts`. Returns the offset
+    /// and timestamp (-1 for earliest/latest), or `None` when no batch qualifies. Offsets are at
+    /// batch granularity: the base offset of the first qualifying batch (its records are not
+    /// decoded), the last offset of the batch holding the max timestamp. Runs on the home shard.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>> {
+        let inner = &self.inner;
+        let (log_start, hw, segs) = {
+            let st = inner.st.borrow();
+            (
+                st.log_start,
+                st.writer.written_offset(),
+                st.segments.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        match ts {
+            EARLIEST_TIMESTAMP => return Ok(Some((log_start, -1))),
+            LATEST_TIMESTAMP => return Ok(Some((hw, -1))),
+            _ => {}
+        }
+        let interval = inner.config.index_interval_bytes;
+        let live = segs.into_iter().filter(|s| s.next_offset() > log_start);
+        if ts == MAX_TIMESTAMP {
+            let mut best: Option<(Offset, i64)> = None;
+            for seg in live {
+                seg.ensure_indexes(interval).await?;
+                let m = seg.meta.borrow().max_timestamp;
+                if let Some((t, off)) = m {
+                    if off < hw && best.is_none_or(|(_, bt)| t > bt) {
+                        best = Some((off, t));
+                    }
+                }
+            }
+            return Ok(best);
+        }
+        if ts < 0 {
+            return Ok(None);
+        }
+        for seg in live {
+            seg.ensure_indexes(interval).await?;
+            let (start, max_ts) = {
+                let m = seg.meta.borrow();
+                let start = m
+                    .time_index
+                    .as_ref()
+                    .map_or(seg.base(), |t| t.scan_start(seg.base(), ts))
+                    .max(log_start);
+                let pos = m
+                    .index
+                    .as_ref()
+                    .map_or(FilePos(0), |ix| ix.lookup(seg.base(), start));
+                (pos, m.max_timestamp)
+            };
+            if max_ts.is_none_or(|(t, _)| t < ts) {
+                continue;
+            }
+            let mut scanner =
+                Scanner::new(seg.file(), start.0, seg.readable(), inner.locate_chunk_bytes());
+            loop {
+                match scanner.next(false).await? {
+                    ScanItem::Batch { header, .. } => {
+                        if header.base_offset >= hw {
+                            return Ok(None);
+                        }
+                        if header.next_offset() > log_start && header.max_timestamp >= ts {
+                            return Ok(Some((
+                                header.base_offset.max(log_start),
+                                header.max_timestamp,
+                            )));
+                        }
+                    }
+                    ScanItem::End => break,
+                    ScanItem::Defect { pos, what } => {
+                        return Err(Error::CorruptLog {
+                            segment: seg.log_path(),
+                            pos,
+                            detail: what.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops every batch at or after `offset` (the batch containing `offset` goes too, so the
+    /// new log end is that batch's base offset), across segments. For replication: followers
+    /// truncate to the leader's epoch boundary. Runs on the home shard.
+    pub async fn truncate_to(&self, offset: Offset) -> Result<Offset> {
+        let inner = &self.inner;
+        inner.writable()?;
+        let _permit = inner
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed {
+                tp: inner.tp.clone(),
+            })?;
+        inner.drain_active().await?;
+        let (log_start, log_end) = {
+            let st = inner.st.borrow();
+            (st.log_start, st.next_offset)
+        };
+        if offset >= log_end {
+            return Ok(log_end);
+        }
+        if offset < log_start {
+            return Err(Error::OffsetOutOfRange {
+                tp: inner.tp.clone(),
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let seg = inner.segment_for(offset)?;
+        seg.ensure_indexes(inner.config.index_interval_bytes).await?;
+        let readable = seg.readable();
+        let from = seg
+            .meta
+            .borrow()
+            .index
+            .as_ref()
+            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
+        let (cut, new_end) =
+            match locate(&seg, from, offset, readable, inner.locate_chunk_bytes()).await? {
+                Some(loc) => (loc.pos.0, loc.header.base_offset),
+                None => (readable, seg.next_offset()),
+            };
+        // Later segments go first, so a crash in between leaves a log that recovery accepts.
+        let later: Vec<Rc<Segment>> = {
+            let st = inner.st.borrow();
+            st.segments
+                .range(Offset(seg.base().0 + 1)..)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        for s in later.iter().rev() {
+            s.remove_files()?;
+        }
+        seg.remove_index_files()?;
+        let io_err = |op, e| Error::io(op, seg.log_path(), e);
+        seg.file()
+            .set_len(cut)
+            .await
+            .map_err(|e| io_err("truncate segment", e))?;
+        seg.file()
+            .sync()
+            .await
+            .map_err(|e| io_err("sync segment", e))?;
+        sync_dir(&inner.dir)?;
+        {
+            let mut m = seg.meta.borrow_mut();
+            if let Some(ix) = m.index.as_mut() {
+                ix.truncate_to_pos(FilePos(cut));
+            }
+            let base = seg.base();
+            if let Some(t) = m.time_index.as_mut() {
+                t.truncate_to_offset(base, new_end);
+            }
+            m.max_timestamp = m.time_index.as_ref().and_then(|t| t.last(base));
+            m.size = cut;
+            m.readable = cut;
+            m.next_offset = new_end;
+            m.bytes_since_index = u64::from(inner.config.index_interval_bytes);
+            m.first_append_ms = Some(now_ms());
+        }
+        let tail = read_tail(&seg, cut).await?;
+        let writer = SegmentWriter::new(seg.clone(), cut, tail, new_end);
+        {
+            let mut st = inner.st.borrow_mut();
+            for s in &later {
+                st.segments.remove(&s.base());
+            }
+            st.writer = writer;
+            st.next_offset = new_end;
+            st.durable = st.durable.min(new_end);
+            st.unflushed_records = 0;
+            inner.check_invariants(&st);
+        }
+        inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
+        Ok(new_end)
+    }
+
+    /// Advances the log start offset to `offset` (DeleteRecords; -1 means the high watermark),
+    /// persisting it durably, and deletes closed segments wholly below it. Returns the new log
+    /// start offset. Runs on the home shard.
+    pub async fn delete_records(&self, offset: Offset) -> Result<Offset> {
+        let inner = &self.inner;
+        let (log_start, hw) = {
+            let st = inner.st.borrow();
+            (st.log_start, st.writer.written_offset())
+        };
+        let offset = if offset.0 == -1 { hw } else { offset };
+        if offset < Offset(0) || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                tp: inner.tp.clone(),
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
+        if offset <= log_start {
+            return Ok(log_start);
+        }
+        write_checkpoint(&inner.dir, offset)?;
+        inner.st.borrow_mut().log_start = offset;
+        inner.delete_segments_below(offset)?;
+        inner.ctx.cache.invalidate_below(inner.cache_id, offset);
+        inner.check_invariants(&inner.st.borrow());
+        Ok(offset)
+    }
+
+    /// Writes out and syncs everything, truncates the active segment to its exact size and
+    /// persists its indexes. The partition accepts nothing afterwards. Runs on the home shard.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _permit = inner
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed {
+                tp: inner.tp.clone(),
+            })?;
+        inner.st.borrow_mut().closed = true;
+        inner.append_lock.close();
+        inner.ctx.cache.forget(inner.cache_id);
+        if inner.st.borrow().poisoned.is_some() {
+            return Ok(());
+        }
+        inner.drain_active().await?;
+        let seg = inner.st.borrow().writer.segment().clone();
+        inner.seal(&seg).await
+    }
+
+    /// Requests a flush of this partition now and waits for it (tests, admin).
+    pub async fn flush(&self) -> Result<Offset> {
+        let inner = &self.inner;
+        inner.writable()?;
+        let writer = inner.st.borrow().writer.clone();
+        writer
+            .drain()
+            .await
+            .map_err(|detail| inner.poison("write", detail))?;
+        let target: Rc<dyn FlushTarget> = inner.clone();
+        inner.ctx.flusher.sync(target).await;
+        inner.writable()?;
+        Ok(inner.st.borrow().durable)
+    }
+
+    /// The closed segments, oldest first (for retention).
+    pub(crate) fn closed_segments(&self) -> Vec<Rc<Segment>> {
+        let st = self.inner.st.borrow();
+        let active = st.writer.segment().base();
+        st.segments
+            .values()
+            .filter(|s| s.base() != active)
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes the `n` oldest closed segments and moves the log start past them (retention).
+    pub(crate) fn delete_oldest_segments(&self, n: usize) -> Result<Offset> {
+        let inner = &self.inner;
+        let segs = self.closed_segments();
+        let Some(last) = segs.get(n.min(segs.len()).wrapping_sub(1)) else {
+            return Ok(self.log_start_offset());
+        };
+        let new_start = last.next_offset().max(self.log_start_offset());
+        write_checkpoint(&inner.dir, new_start)?;
+        inner.st.borrow_mut().log_start = new_start;
+        inner.delete_segments_below(new_start)?;
+        inner.ctx.cache.invalidate_below(inner.cache_id, new_start);
+        inner.check_invariants(&inner.st.borrow());
+        Ok(new_start)
+    }
+}
+
+impl Inner {
+    fn writable(&self) -> Result<()> {
+        let st = self.st.borrow();
+        if let Some((op, detail)) = &st.poisoned {
+            return Err(Error::Poisoned {
+                tp: self.tp.clone(),
+                op,
+                detail: detail.clone(),
+            });
+        }
+        if let Some(detail) = st.writer.failure() {
+            drop(st);
+            return Err(self.poison("write", detail));
+        }
+        if st.closed {
+            return Err(Error::Closed {
+                tp: self.tp.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the partition poisoned (first failure wins) and returns the error to report.
+    fn poison(&self, op: &'static str, detail: String) -> Error {
+        let mut st = self.st.borrow_mut();
+        if st.poisoned.is_none() {
+            tracing::error!(tp = %self.tp, op, %detail, "partition poisoned");
+            st.poisoned = Some((op, detail));
+        }
+        let (op, detail) = st.poisoned.clone().unwrap_or((op, String::new()));
+        Error::Poisoned {
+            tp: self.tp.clone(),
+            op,
+            detail,
+        }
+    }
+
+    async fn wait_written(&self, writer: &SegmentWriter, end: u64) -> Result<()> {
+        writer
+            .wait_written(end)
+            .await
+            .map_err(|detail| self.poison("write", detail))
+    }
+
+    async fn drain_active(&self) -> Result<()> {
+        let writer = self.st.borrow().writer.clone();
+        writer
+            .drain()
+            .await
+            .map_err(|detail| self.poison("write", detail))
+    }
+
+    fn segment_for(&self, offset: Offset) -> Result<Rc<Segment>> {
+        let st = self.st.borrow();
+        st.segments
+            .range(..=offset)
+            .next_back()
+            .or_else(|| st.segments.iter().next())
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| Error::CorruptLog {
+                segment: self.dir.clone(),
+                pos: FilePos(0),
+                detail: "no segment".to_string(),
+            })
+    }
+
+    fn locate_chunk_bytes(&self) -> usize {
+        (self.config.index_interval_bytes as usize)
+            .saturating_mul(2)
+            .clamp(64 * 1024, 1024 * 1024)
+    }
+
+    /// Rolls the active segment if the incoming bytes would overflow `segment.bytes`, it is
+    /// older than `segment.ms`, or its offset index is full. Called under the append lock.
+    async fn maybe_roll(&self, incoming: usize) -> Result<()> {
+        let seg = self.st.borrow().writer.segment().clone();
+        let cfg = &self.config;
+        let (size, first, entries) = {
+            let m = seg.meta.borrow();
+            (
+                m.size,
+                m.first_append_ms,
+                m.index.as_ref().map_or(0, |ix| ix.len()),
+            )
+        };
+        let too_big = size + incoming as u64 > cfg.segment_bytes;
+        let too_old = first.is_some_and(|t| now_ms() - t >= cfg.segment_ms);
+        let index_full = (entries + 1) * crate::limits::OFFSET_INDEX_ENTRY_BYTES
+            > cfg.segment_index_bytes as usize;
+        if size == 0 || !(too_big || too_old || index_full) {
+            return Ok(());
+        }
+        self.drain_active().await?;
+        self.seal(&seg).await?;
+        let base = self.st.borrow().next_offset;
+        let fresh = Rc::new(Segment::open(&self.dir, base, &self.ctx.io, true).await?);
+        sync_dir(&self.dir)?;
+        let writer = SegmentWriter::new(fresh.clone(), 0, Vec::new(), base);
+        let mut st = self.st.borrow_mut();
+        st.segments.insert(base, fresh);
+        st.writer = writer;
+        st.durable = st.durable.max(base);
+        st.unflushed_records = 0;
+        self.check_invariants(&st);
+        Ok(())
+    }
+
+    /// Truncates a fully written segment to its exact size, syncs it and persists its indexes.
+    async fn seal(&self, seg: &Segment) -> Result<()> {
+        let size = seg.size();
+        if let Err(e) = seg.file().set_len(size).await {
+            return Err(self.poison("truncate", e.to_string()));
+        }
+        if let Err(e) = seg.file().sync().await {
+            return Err(self.poison("fdatasync", e.to_string()));
+        }
+        seg.persist_indexes().await?;
+        let mut st = self.st.borrow_mut();
+        st.durable = st.durable.max(seg.next_offset());
+        Ok(())
+    }
+
+    fn delete_segments_below(&self, offset: Offset) -> Result<()> {
+        let doomed: Vec<Rc<Segment>> = {
+            let st = self.st.borrow();
+            let active = st.writer.segment().base();
+            st.segments
+                .values()
+                .filter(|s| s.base() != active && s.next_offset() <= offset)
+                .cloned()
+                .collect()
+        };
+        for s in &doomed {
+            s.remove_files()?;
+            self.st.borrow_mut().segments.remove(&s.base());
+        }
+        Ok(())
+    }
+
+    fn background_flush_triggers(self: &Rc<Self>) {
+        let cfg = &self.config;
+        let (count_due, arm_timer) = {
+            let mut st = self.st.borrow_mut();
+            let count_due = cfg.flush_messages != FLUSH_OFF
+                && st.unflushed_records >= cfg.flush_messages;
+            let arm = cfg.flush_ms != FLUSH_OFF && !st.flush_timer_armed;
+            if arm {
+                st.flush_timer_armed = true;
+            }
+            (count_due, arm)
+        };
+        if count_due {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let writer = me.st.borrow().writer.clone();
+                if writer.drain().await.is_ok() {
+                    me.ctx.flusher.request_background(me.clone());
+                }
+            })
+            .detach();
+        }
+        if arm_timer {
+            let me = self.clone();
+            let delay = Duration::from_millis(cfg.flush_ms.max(0) as u64);
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(delay).await;
+                me.st.borrow_mut().flush_timer_armed = false;
+                let writer = me.st.borrow().writer.clone();
+                if writer.drain().await.is_ok() {
+                    me.ctx.flusher.request_background(me.clone());
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Checks `log_start <= durable <= high_watermark <= log_end`, naming all values.
+    fn check_invariants(&self, st: &State) {
+        let hw = st.writer.written_offset();
+        debug_assert!(
+            st.log_start <= hw && hw <= st.next_offset && st.durable <= st.next_offset,
+            "{}: offsets out of order: log_start {} durable {} high_watermark {} log_end {}",
+            self.tp,
+            st.log_start,
+            st.durable,
+            hw,
+            st.next_offset
+        );
+    }
+}
+
+impl FlushTarget for Inner {
+    fn flush(self: Rc<Self>) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            let (writer, covered) = {
+                let st = self.st.borrow();
+                if st.poisoned.is_some() || st.closed {
+                    return;
+                }
+                (st.writer.clone(), st.writer.written_offset())
+            };
+            // Never retry a failed fdatasync: the kernel may have dropped the dirty pages.
+            match writer.segment().file().sync().await {
+                Ok(()) => {
+                    let mut st = self.st.borrow_mut();
+                    st.durable = st.durable.max(covered);
+                    st.unflushed_records = st.next_offset.0 - st.durable.0;
+                }
+                Err(e) => {
+                    let _ = self.poison("fdatasync", e.to_string());
+                }
+            }
+        })
+    }
+
+    fn flush_id(&self) -> u64 {
+        self.cache_id
+    }
+}
+
+/// Validates every batch of a Produce `records` blob before anything is written.
+fn validate_records(records: &[u8], cfg: &LogConfig) -> Result<()> {
+    if records.is_empty() {
+        return Err(Error::InvalidRecord {
+            pos: 0,
+            reason: InvalidRecord::Empty,
+        });
+    }
+    if records.len() as u64 > cfg.segment_bytes {
+        return Err(Error::RecordListTooLarge {
+            size: records.len(),
+            max: cfg.segment_bytes as usize,
+        });
+    }
+    for item in BatchIter::new(records) {
+        let (pos, batch) = item?;
+        batch.validate(pos, cfg.max_message_bytes)?;
+    }
+    Ok(())
+}
+
+/// The bytes of `[align_down(end), end)`: the partial last sector the writer rewrites.
+async fn read_tail(seg: &Segment, end: u64) -> Result<Vec<u8>> {
+    let start = align_down(end);
+    if start == end {
+        return Ok(Vec::new());
+    }
+    let data = seg
+        .file()
+        .read_at(start, (end - start) as usize)
+        .await
+        .map_err(|e| Error::io("read segment tail", seg.log_path(), e))?;
+    if data.len() as u64 != end - start {
+        return Err(Error::CorruptLog {
+            segment: seg.log_path(),
+            pos: FilePos(start),
+            detail: "short read of the last sector".to_string(),
+        });
+    }
+    Ok(data.to_vec())
+}
+
+fn read_checkpoint(dir: &Path) -> Result<Option<Offset>> {
+    let path = dir.join(LOG_START_CHECKPOINT);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .map(|v| Some(Offset(v)))
+            .map_err(|e| Error::CorruptLog {
+                segment: path,
+                pos: FilePos(0),
+                detail: format!("bad log start checkpoint: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read checkpoint", path, e)),
+    }
+}
+
+/// Writes the log start checkpoint durably: temp file, fsync, rename, fsync the directory.
+/// These are small blocking calls on a rare admin/retention path.
+fn write_checkpoint(dir: &Path, offset: Offset) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    let path = dir.join(LOG_START_CHECKPOINT);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create checkpoint", &tmp, e))?;
+    f.write_all(format!("{}\n", offset.0).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("write checkpoint", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename checkpoint", &path, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

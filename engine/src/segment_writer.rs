@@ -1,1 +1,252 @@
-//! (being written)
+//! The write path of the active segment: an aligned DMA write buffer, one write in flight, and
+//! coalescing of everything appended meanwhile into the next write.
+//!
+//! Appends copy bytes into the active buffer synchronously (so offsets and file order follow
+//! call order) and return the logical end position. A detached writer task, started when data
+//! is pending and no write is in flight, writes the buffer as whole sectors starting at the
+//! sector that holds the first unwritten byte: the partial last sector is rewritten as data
+//! arrives, so the file is one contiguous Kafka log (the zero padding past the logical end is
+//! cut off when the segment rolls or closes, and is treated as a zeroed tail by recovery after a
+//! crash). After each write the buffer is released, keeping only the partial last sector (< 4
+//! KiB), so an idle partition holds no write buffer. A failed or short write fails the writer
+//! for good; nothing appended after the failure point is ever acknowledged.
+//! Owned by the partition's home shard; never crosses cores.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use glommio::io::DmaBuffer;
+
+use crate::durability::Waiters;
+use crate::io::{align_down, align_up, LogFile};
+use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX};
+use crate::segment::Segment;
+use crate::types::Offset;
+
+pub struct SegmentWriter {
+    seg: Rc<Segment>,
+    st: RefCell<WriterState>,
+    waiters: Waiters,
+}
+
+struct WriterState {
+    /// The buffer appends go into; `None` while idle.
+    buf: Option<DmaBuffer>,
+    /// File position of `buf[0]` (sector aligned).
+    buf_pos: u64,
+    /// Bytes of `buf` holding data (`buf_pos + buf_len == end`).
+    buf_len: usize,
+    /// The bytes of the partial last sector while `buf` is `None`.
+    tail: Vec<u8>,
+    /// Logical end: bytes appended to the segment.
+    end: u64,
+    /// Bytes confirmed written to the device (a prefix of the file).
+    written: u64,
+    in_flight: bool,
+    failed: Option<String>,
+    /// `(end position, next offset)` of appends not yet written, in order.
+    marks: VecDeque<(u64, Offset)>,
+    /// One past the last offset whose bytes are written.
+    written_offset: Offset,
+    writes: u64,
+}
+
+impl SegmentWriter {
+    /// A writer appending at `end` of `seg`; `tail` holds the file's bytes in
+    /// `[align_down(end), end)` and `next_offset` is the offset of the next batch.
+    pub fn new(seg: Rc<Segment>, end: u64, tail: Vec<u8>, next_offset: Offset) -> Rc<Self> {
+        debug_assert_eq!(tail.len() as u64, end - align_down(end));
+        Rc::new(SegmentWriter {
+            seg,
+            st: RefCell::new(WriterState {
+                buf: None,
+                buf_pos: align_down(end),
+                buf_len: 0,
+                tail,
+                end,
+                written: end,
+                in_flight: false,
+                failed: None,
+                marks: VecDeque::new(),
+                written_offset: next_offset,
+                writes: 0,
+            }),
+            waiters: Waiters::default(),
+        })
+    }
+
+    pub fn segment(&self) -> &Rc<Segment> {
+        &self.seg
+    }
+
+    /// Copies `bytes` (whole batches ending just before offset `next`) into the write buffer and
+    /// returns the segment's new logical end. Does not start a write: call [`Self::kick`].
+    pub fn append(&self, bytes: &[u8], next: Offset) -> u64 {
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let need = st.buf_len.max(st.tail.len()) + bytes.len();
+        match st.buf.as_mut() {
+            None => {
+                let cap = align_up(need.max(WRITE_BUFFER_BYTES) as u64) as usize;
+                let mut b = glommio::allocate_dma_buffer_global(cap);
+                let t = st.tail.len();
+                b.as_bytes_mut()[..t].copy_from_slice(&st.tail);
+                st.tail = Vec::new();
+                st.buf_pos = align_down(st.end);
+                st.buf_len = t;
+                st.buf = Some(b);
+            }
+            Some(b) if b.len() < need => {
+                let cap = align_up(need.max(2 * b.len()) as u64) as usize;
+                let mut nb = glommio::allocate_dma_buffer_global(cap);
+                nb.as_bytes_mut()[..st.buf_len].copy_from_slice(&b.as_bytes()[..st.buf_len]);
+                st.buf = Some(nb);
+            }
+            Some(_) => {}
+        }
+        if let Some(b) = st.buf.as_mut() {
+            b.as_bytes_mut()[st.buf_len..st.buf_len + bytes.len()].copy_from_slice(bytes);
+        }
+        st.buf_len += bytes.len();
+        st.end += bytes.len() as u64;
+        debug_assert_eq!(st.buf_pos + st.buf_len as u64, st.end);
+        st.marks.push_back((st.end, next));
+        st.end
+    }
+
+    /// Starts the writer task if data is pending and no write is in flight.
+    pub fn kick(self: &Rc<Self>) {
+        let mut st = self.st.borrow_mut();
+        if st.in_flight || st.failed.is_some() || st.written == st.end {
+            return;
+        }
+        st.in_flight = true;
+        let me = self.clone();
+        glommio::spawn_local(async move { me.write_loop().await }).detach();
+    }
+
+    /// Waits until the bytes up to `end` are written. Err carries the write failure.
+    pub async fn wait_written(&self, end: u64) -> Result<(), String> {
+        self.waiters
+            .until(|| {
+                let st = self.st.borrow();
+                if st.written >= end {
+                    Some(Ok(()))
+                } else {
+                    st.failed.clone().map(Err)
+                }
+            })
+            .await
+    }
+
+    /// Waits while a write is in flight and too many bytes are already waiting behind it.
+    pub async fn wait_room(&self) {
+        self.waiters
+            .until(|| {
+                let st = self.st.borrow();
+                let full = st.in_flight && st.buf_len > WRITE_BUFFER_PENDING_BYTES_MAX;
+                (!full || st.failed.is_some()).then_some(())
+            })
+            .await
+    }
+
+    /// Writes everything appended so far and waits for it.
+    pub async fn drain(self: &Rc<Self>) -> Result<(), String> {
+        self.kick();
+        let end = self.st.borrow().end;
+        self.wait_written(end).await
+    }
+
+    /// One past the last offset whose bytes reached the device.
+    pub fn written_offset(&self) -> Offset {
+        self.st.borrow().written_offset
+    }
+
+    /// The logical end position (appended bytes).
+    pub fn end(&self) -> u64 {
+        self.st.borrow().end
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.st.borrow().failed.clone()
+    }
+
+    /// Bytes of memory the writer holds for buffering right now.
+    pub fn buffer_bytes(&self) -> usize {
+        let st = self.st.borrow();
+        st.buf.as_ref().map_or(0, DmaBuffer::len) + st.tail.capacity()
+    }
+
+    /// Number of DMA writes completed.
+    pub fn writes(&self) -> u64 {
+        self.st.borrow().writes
+    }
+
+    async fn write_loop(self: Rc<Self>) {
+        loop {
+            let job = {
+                let mut guard = self.st.borrow_mut();
+                let st = &mut *guard;
+                let buf = if st.failed.is_some() || st.written == st.end {
+                    None
+                } else {
+                    st.buf.take()
+                };
+                match buf {
+                    None => {
+                        st.in_flight = false;
+                        None
+                    }
+                    Some(mut buf) => {
+                        let len = st.buf_len;
+                        let aligned = align_up(len as u64) as usize;
+                        buf.as_bytes_mut()[len..aligned].fill(0);
+                        buf.trim_to_size(aligned);
+                        let partial = align_down(len as u64) as usize;
+                        st.tail = buf.as_bytes()[partial..len].to_vec();
+                        let pos = st.buf_pos;
+                        st.buf_pos = pos + partial as u64;
+                        st.buf_len = 0;
+                        Some((buf, pos, aligned, st.end))
+                    }
+                }
+            };
+            let Some((buf, pos, aligned, target)) = job else {
+                self.waiters.wake_all();
+                return;
+            };
+            let result = self.seg.file().write_at(Rc::new(buf), pos).await;
+            {
+                let mut st = self.st.borrow_mut();
+                match result {
+                    Ok(n) if n >= aligned => {
+                        st.written = target;
+                        st.writes += 1;
+                        while let Some(&(e, next)) = st.marks.front() {
+                            if e > target {
+                                break;
+                            }
+                            st.written_offset = next;
+                            st.marks.pop_front();
+                        }
+                        self.seg.meta.borrow_mut().readable = target;
+                    }
+                    Ok(n) => {
+                        st.failed = Some(format!(
+                            "short write of {n} of {aligned} bytes at {pos} in {}",
+                            self.seg.log_path().display()
+                        ));
+                    }
+                    Err(e) => {
+                        st.failed = Some(format!(
+                            "write of {aligned} bytes at {pos} in {}: {e}",
+                            self.seg.log_path().display()
+                        ));
+                    }
+                }
+            }
+            self.waiters.wake_all();
+        }
+    }
+}
