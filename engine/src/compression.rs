@@ -195,12 +195,7 @@ pub fn decompress(codec: Codec, input: &[u8], max_out: usize) -> Result<Vec<u8>,
             max_out,
         ),
         Codec::Snappy => decompress_snappy(input, max_out),
-        Codec::Lz4 => read_capped(
-            codec,
-            lz4_flex::frame::FrameDecoder::new(input),
-            input,
-            max_out,
-        ),
+        Codec::Lz4 => decompress_lz4(input, max_out),
         Codec::Zstd => {
             let mut decoder =
                 zstd::stream::read::Decoder::with_buffer(input).map_err(|e| corrupt(codec, &e))?;
@@ -326,6 +321,121 @@ fn read_capped<R: Read>(
         return Err(CompressionError::OutputTooLarge { codec, max_out });
     }
     Ok(out)
+}
+
+/// LZ4 frames, one after another until the input is used up. The frame decoder reports end of
+/// stream at the end of each frame, so a plain read would silently drop any later frame and
+/// any trailing garbage; instead every remaining byte must form further frames.
+fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionError> {
+    let codec = Codec::Lz4;
+    // The decoder treats a frame cut at a block boundary as finished; walking the framing first
+    // makes truncation and trailing bytes errors.
+    lz4_check_framing(input).map_err(|reason| CompressionError::Corrupt { codec, reason })?;
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(input);
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(max_out));
+    loop {
+        let before = decoder.get_ref().len();
+        let room = (max_out - out.len()) as u64 + 1;
+        (&mut decoder)
+            .take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(codec, &e))?;
+        if out.len() > max_out {
+            return Err(CompressionError::OutputTooLarge { codec, max_out });
+        }
+        let left = decoder.get_ref().len();
+        if left == 0 {
+            return Ok(out);
+        }
+        if left == before {
+            // Cannot happen with a decoder that consumes each frame it reports; guards the
+            // loop against spinning on input it neither decodes nor rejects.
+            return Err(CompressionError::Corrupt {
+                codec,
+                reason: format!("{left} bytes after the last frame are not a frame"),
+            });
+        }
+    }
+}
+
+/// Walks the LZ4 frames in `input` without decoding them: every frame must be complete (end
+/// mark and optional checksums present), every block within the frame's maximum block size,
+/// and nothing may follow the last frame. Skippable frames are allowed; the legacy format,
+/// which no Kafka client writes, is not.
+///
+/// ```text
+/// frame: magic 04 22 4D 18 | FLG | BD | [content size u64 LE] | [dict id u32] | HC
+///        block*: [size u32 LE, high bit = stored] [data] [block checksum u32]
+///        end mark 00 00 00 00 | [content checksum u32]
+/// ```
+fn lz4_check_framing(input: &[u8]) -> Result<(), String> {
+    const FRAME_MAGIC: u32 = 0x184D_2204;
+    const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+    let word = |at: usize| -> Result<u32, String> {
+        input
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| format!("frame truncated at byte {at} of {}", input.len()))
+    };
+    let mut pos = 0usize;
+    while pos < input.len() {
+        let magic = word(pos)?;
+        if magic & 0xFFFF_FFF0 == SKIPPABLE_MAGIC {
+            pos = pos
+                .saturating_add(8)
+                .saturating_add(word(pos + 4)? as usize);
+            if pos > input.len() {
+                return Err("skippable frame runs past the input".into());
+            }
+            continue;
+        }
+        if magic != FRAME_MAGIC {
+            return Err(format!("no LZ4 frame magic at byte {pos}"));
+        }
+        let (Some(&flg), Some(&bd)) = (input.get(pos + 4), input.get(pos + 5)) else {
+            return Err("frame descriptor truncated".into());
+        };
+        if flg >> 6 != 0b01 {
+            return Err(format!("unsupported frame version {}", flg >> 6));
+        }
+        let block_checksum = flg & 0x10 != 0;
+        let content_size = flg & 0x08 != 0;
+        let content_checksum = flg & 0x04 != 0;
+        let dict_id = flg & 0x01 != 0;
+        let block_max: usize = match (bd >> 4) & 0x07 {
+            4 => 64 << 10,
+            5 => 256 << 10,
+            6 => 1 << 20,
+            7 => 4 << 20,
+            other => return Err(format!("invalid block size id {other}")),
+        };
+        pos += 6 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
+        loop {
+            let block = word(pos)?;
+            pos += 4;
+            if block == 0 {
+                break;
+            }
+            let size = (block & 0x7FFF_FFFF) as usize;
+            if size > block_max {
+                return Err(format!(
+                    "block of {size} bytes exceeds the frame's {block_max}"
+                ));
+            }
+            pos += size + if block_checksum { 4 } else { 0 };
+            if pos > input.len() {
+                return Err(format!("block runs past the input ({} bytes)", input.len()));
+            }
+        }
+        if content_checksum {
+            pos += 4;
+        }
+        if pos > input.len() {
+            return Err("content checksum truncated".into());
+        }
+    }
+    Ok(())
 }
 
 /// Snappy: xerial framing when the magic is present, otherwise one raw block.
@@ -498,6 +608,41 @@ mod tests {
             );
             assert_eq!(err.kafka_code(), 76);
         }
+    }
+
+    #[test]
+    fn truncation_is_an_error() {
+        let data = sample();
+        // Snappy's xerial framing has no end mark, so a cut at a chunk boundary is a shorter
+        // valid stream; the records iterator catches that one (count mismatch).
+        for codec in [Codec::Gzip, Codec::Lz4, Codec::Zstd] {
+            let packed = compress(codec, &data, None).unwrap();
+            for cut in (0..packed.len()).step_by(97).chain([packed.len() - 1]) {
+                assert!(
+                    decompress(codec, &packed[..cut], data.len()).is_err(),
+                    "{codec} accepted a cut at {cut} of {}",
+                    packed.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concatenated_frames_decode_in_order() {
+        let data = sample();
+        let (a, b) = data.split_at(123_457);
+        for codec in [Codec::Gzip, Codec::Lz4, Codec::Zstd] {
+            let mut packed = compress(codec, a, None).unwrap();
+            packed.extend(compress(codec, b, None).unwrap());
+            assert_eq!(
+                decompress(codec, &packed, data.len()).unwrap(),
+                data,
+                "{codec}"
+            );
+        }
+        // Raw snappy, as librdkafka writes it.
+        let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+        assert_eq!(decompress(Codec::Snappy, &raw, data.len()).unwrap(), data);
     }
 
     #[test]
