@@ -8,6 +8,9 @@
 //!
 //! The whole file is one test so that no other test thread disturbs the measurements.
 
+// A test crate: a failed unwrap in a helper is a failed test, which is what we want.
+#![allow(clippy::unwrap_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

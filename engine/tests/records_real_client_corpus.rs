@@ -3,6 +3,9 @@
 //! tests/fixtures_gen/kafka_python_batches.py, and survive re-encoding with our builder and
 //! recompression into every codec.
 
+// A test crate: a failed unwrap in a helper is a failed test, which is what we want.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use serde_json::Value;

@@ -2,6 +2,9 @@
 //! arbitrary or mangled bytes never make the records iterator or the decompressors panic or
 //! return more than the cap.
 
+// A test crate: a failed unwrap in a helper is a failed test, which is what we want.
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use sluice_engine::builder::{self, BatchBuilder, Rewrite};
 use sluice_engine::compression::{self, Codec};
