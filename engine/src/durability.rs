@@ -85,8 +85,11 @@ impl ShardFlusher {
             st.dirty.push(target);
         }
         let want = st.started + 1;
-        if !st.running {
-            st.running = true;
+        let start = !st.running;
+        st.running = true;
+        drop(st);
+        // Spawn with no borrow held: glommio may start running the new task right away.
+        if start {
             let me = self.clone();
             glommio::spawn_local(async move { me.run_rounds().await }).detach();
         }

@@ -122,6 +122,8 @@ impl SegmentWriter {
             return;
         }
         st.in_flight = true;
+        drop(st);
+        // Spawn with no borrow held: glommio may start running the new task right away.
         let me = self.clone();
         glommio::spawn_local(async move { me.write_loop().await }).detach();
     }

@@ -1,0 +1,251 @@
+//! The partition API keeps Kafka's log semantics: offsets in call order, KIP-74 reads, offset
+//! ranges, list-offsets by time, segment rolls, truncation, delete-records and retention, all
+//! surviving a clean close and reopen.
+
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::*;
+use sluice_engine::batch::{BatchIter, BatchView};
+use sluice_engine::config::LogConfig;
+use sluice_engine::durability::Durability;
+use sluice_engine::partition::ShardContext;
+use sluice_engine::retention::enforce_retention;
+use sluice_engine::types::Offset;
+
+#[test]
+fn append_assigns_offsets_and_reads_back_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        let cfg = small_segments(1 << 20);
+        let p = open(&root, &cfg, &ctx).await;
+        let a = p
+            .append(batch(3, 100, 1000, 1), Durability::Written)
+            .await
+            .unwrap();
+        assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
+        assert_eq!(a.log_append_time, -1);
+        // Two batches in one Produce blob.
+        let mut two = batch(2, 50, 2000, 2).to_vec();
+        two.extend_from_slice(&batch(1, 50, 3000, 3));
+        let b = p
+            .append(Bytes::from(two), Durability::Synced)
+            .await
+            .unwrap();
+        assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(5)));
+        assert_eq!(p.high_watermark(), Offset(6));
+        assert_eq!(p.durable_offset(), Offset(6));
+        assert_eq!(p.log_end_offset(), Offset(6));
+
+        // The batch containing offset 4 comes first; cached.
+        let r = p.read(Offset(4), 1 << 20).await.unwrap();
+        assert!(r.from_cache);
+        let bytes = r.to_vec();
+        let views: Vec<_> = BatchIter::new(&bytes).map(|b| b.unwrap().1).collect();
+        assert_eq!(views[0].base_offset(), Offset(3));
+        assert_eq!(views.len(), 2);
+        // KIP-74: at least one whole batch even if max_bytes is tiny.
+        let r = p.read(Offset(0), 1).await.unwrap();
+        assert_eq!(r.len(), 161);
+        assert_eq!(r.slices[0].len, 161);
+        // At the high watermark: empty; past it or before start: out of range.
+        assert!(p.read(Offset(6), 100).await.unwrap().is_empty());
+        assert_eq!(p.read(Offset(7), 100).await.unwrap_err().kafka_code(), 1);
+        assert_eq!(p.read(Offset(-1), 100).await.unwrap_err().kafka_code(), 1);
+
+        // The same bytes come from disk after a reopen (cache empty).
+        let before = read_all(&p, 0).await;
+        p.close().await.unwrap();
+        let ctx2 = ShardContext::default();
+        let p = open(&root, &cfg, &ctx2).await;
+        assert_eq!(p.log_end_offset(), Offset(6));
+        let r = p.read(Offset(4), 1 << 20).await.unwrap();
+        assert!(!r.from_cache);
+        assert_eq!(read_all(&p, 0).await, before);
+        let v = BatchView::parse(&before, 0).unwrap();
+        v.validate(0, 1 << 20).unwrap();
+        assert_eq!(p.append(batch(1, 10, 1, 9), Durability::Written).await.unwrap().base_offset, Offset(6));
+    });
+}
+
+#[test]
+fn invalid_batches_are_rejected_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        let cfg = small_segments(1 << 20);
+        let p = open(&root, &cfg, &ctx).await;
+        let mut blob = batch(1, 10, 1, 1).to_vec();
+        let mut bad = batch(1, 10, 1, 2).to_vec();
+        bad[40] ^= 0xff;
+        blob.extend_from_slice(&bad);
+        let e = p.append(Bytes::from(blob), Durability::Written).await.unwrap_err();
+        assert_eq!(e.kafka_code(), 2);
+        assert_eq!(p.log_end_offset(), Offset(0));
+        let e = p.append(Bytes::new(), Durability::Written).await.unwrap_err();
+        assert_eq!(e.kafka_code(), 87);
+        let cfg_small = std::sync::Arc::new(LogConfig::from_pairs([("max.message.bytes", "100")]).unwrap());
+        let dir2 = root.join("other");
+        let q = sluice_engine::partition::Partition::open(&dir2, tp(), cfg_small, ctx.clone()).await.unwrap();
+        let e = q.append(batch(1, 200, 1, 1), Durability::Written).await.unwrap_err();
+        assert_eq!(e.kafka_code(), 10);
+        assert_eq!(p.append(batch(1, 10, 1, 1), Durability::Written).await.unwrap().base_offset, Offset(0));
+    });
+}
+
+#[test]
+fn concurrent_appends_keep_call_order_and_coalesce_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        let cfg = small_segments(64 << 20);
+        let p = open(&root, &cfg, &ctx).await;
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let p = p.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let info = p
+                    .append(batch(1, 1000, i64::from(i), i as u8), Durability::Synced)
+                    .await
+                    .unwrap();
+                (i, info.base_offset)
+            }));
+        }
+        for t in tasks {
+            let (i, off) = t.await;
+            assert_eq!(off, Offset(i64::from(i)), "offsets follow call order");
+        }
+        assert_eq!(p.durable_offset(), Offset(200));
+        // 200 synced appends share far fewer flush rounds.
+        assert!(ctx.flusher.rounds() < 50, "rounds {}", ctx.flusher.rounds());
+        assert_eq!(p.write_buffer_bytes() <= 4096, true, "idle writer released its buffer");
+        let all = read_all(&p, 0).await;
+        assert_eq!(BatchIter::new(&all).count(), 200);
+    });
+}
+
+#[test]
+fn segments_roll_and_indexes_serve_reads_and_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        let cfg = small_segments(8192);
+        let p = open(&root, &cfg, &ctx).await;
+        for i in 0..100i64 {
+            p.append(batch(2, 300, 10_000 + i * 10, i as u8), Durability::Written)
+                .await
+                .unwrap();
+        }
+        assert!(p.segment_count() >= 4, "segments {}", p.segment_count());
+        let names: Vec<String> = std::fs::read_dir(p.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.contains(&"00000000000000000000.log".to_string()));
+        assert!(names.contains(&"00000000000000000000.index".to_string()));
+        assert!(names.contains(&"00000000000000000000.timeindex".to_string()));
+        // Closed segments are exact: no padding.
+        let first = std::fs::metadata(p.dir().join("00000000000000000000.log")).unwrap();
+        assert_eq!(first.len() % 361, 0);
+        let expect = read_all(&p, 0).await;
+        p.close().await.unwrap();
+        let p = open(&root, &cfg, &ShardContext::default()).await;
+        assert_eq!(read_all(&p, 0).await, expect);
+        for off in [0i64, 1, 57, 120, 199] {
+            let r = p.read(Offset(off), 1).await.unwrap();
+            let v = BatchView::parse(&r.chunks[0], 0).unwrap();
+            assert!(v.base_offset().0 <= off && off <= v.last_offset().0);
+        }
+        let ts = |t| {
+            let p = p.clone();
+            async move { p.offset_for_timestamp(t).await.unwrap() }
+        };
+        assert_eq!(ts(-2).await, Some((Offset(0), -1)));
+        assert_eq!(ts(-1).await, Some((Offset(200), -1)));
+        assert_eq!(ts(-3).await, Some((Offset(199), 10_990)));
+        assert_eq!(ts(0).await, Some((Offset(0), 10_000)));
+        assert_eq!(ts(10_505).await, Some((Offset(102), 10_510)));
+        assert_eq!(ts(10_510).await, Some((Offset(102), 10_510)));
+        assert_eq!(ts(20_000).await, None);
+    });
+}
+
+#[test]
+fn truncate_delete_records_and_retention_move_the_log_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        let cfg = small_segments(4096);
+        let p = open(&root, &cfg, &ctx).await;
+        for i in 0..60i64 {
+            p.append(batch(1, 500, 1_000 + i, i as u8), Durability::Written)
+                .await
+                .unwrap();
+        }
+        let segs = p.segment_count();
+        // Truncate into an earlier segment: later segments disappear.
+        assert_eq!(p.truncate_to(Offset(30)).await.unwrap(), Offset(30));
+        assert_eq!(p.log_end_offset(), Offset(30));
+        assert!(p.segment_count() < segs);
+        assert!(p.read(Offset(30), 100).await.unwrap().is_empty());
+        let info = p.append(batch(1, 500, 5_000, 7), Durability::Written).await.unwrap();
+        assert_eq!(info.base_offset, Offset(30));
+        // Delete records: persisted log start.
+        assert_eq!(p.delete_records(Offset(12)).await.unwrap(), Offset(12));
+        assert_eq!(p.read(Offset(11), 10).await.unwrap_err().kafka_code(), 1);
+        assert_eq!(p.delete_records(Offset(99)).await.unwrap_err().kafka_code(), 1);
+        let before = read_all(&p, 12).await;
+        p.close().await.unwrap();
+        let p = open(&root, &cfg, &ShardContext::default()).await;
+        assert_eq!(p.log_start_offset(), Offset(12));
+        assert_eq!(p.log_end_offset(), Offset(31));
+        assert_eq!(read_all(&p, 12).await, before);
+        // Size retention keeps at least retention.bytes; the active segment is never deleted.
+        let cfg_ret = std::sync::Arc::new(
+            LogConfig::from_pairs([("segment.bytes", "4096"), ("retention.bytes", "5000"), ("retention.ms", "-1")]).unwrap(),
+        );
+        p.close().await.unwrap();
+        let p = sluice_engine::partition::Partition::open(&root, tp(), cfg_ret, ShardContext::default()).await.unwrap();
+        let out = enforce_retention(&p, 0).await.unwrap();
+        assert!(out.deleted_segments > 0);
+        assert!(p.size_bytes() >= 5000, "size {}", p.size_bytes());
+        assert_eq!(p.log_start_offset(), out.log_start_offset);
+        assert!(p.read(out.log_start_offset, 10).await.is_ok());
+        // Time retention with everything old: all closed segments go, the active one stays.
+        let cfg_time = std::sync::Arc::new(
+            LogConfig::from_pairs([("segment.bytes", "4096"), ("retention.ms", "1000")]).unwrap(),
+        );
+        p.close().await.unwrap();
+        let p = sluice_engine::partition::Partition::open(&root, tp(), cfg_time, ShardContext::default()).await.unwrap();
+        let out = enforce_retention(&p, 1_000_000).await.unwrap();
+        assert_eq!(p.segment_count(), 1);
+        assert!(out.log_start_offset > Offset(12));
+        let _ = Rc::new(());
+    });
+}
+
+#[test]
+fn log_append_time_topics_stamp_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let cfg = std::sync::Arc::new(
+            LogConfig::from_pairs([("message.timestamp.type", "LogAppendTime")]).unwrap(),
+        );
+        let p = open(&root, &cfg, &ShardContext::default()).await;
+        let info = p.append(batch(1, 10, 5, 1), Durability::Written).await.unwrap();
+        assert!(info.log_append_time > 1_600_000_000_000);
+        let r = p.read(Offset(0), 100).await.unwrap();
+        let v = BatchView::parse(&r.chunks[0], 0).unwrap();
+        v.validate(0, 1 << 20).unwrap();
+        assert_eq!(v.max_timestamp(), info.log_append_time);
+    });
+}
