@@ -20,7 +20,10 @@ use defs::{is_primitive, snake, CommonDef, FieldDef, MessageDef, Versions};
 
 /// Messages that the oracle crate (kafka-protocol 0.18) does not have; the round-trip test
 /// checks them against our own decoder only.
-const NOT_IN_ORACLE: &[&str] = &["ListClientMetricsResourcesRequest", "ListClientMetricsResourcesResponse"];
+const NOT_IN_ORACLE: &[&str] = &[
+    "ListClientMetricsResourcesRequest",
+    "ListClientMetricsResourcesResponse",
+];
 
 fn main() {
     if let Err(e) = run() {
@@ -46,7 +49,10 @@ fn run() -> Result<(), String> {
     let mut messages = Vec::new();
     for path in &entries {
         let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         messages.push(defs::parse(stem, &src)?);
     }
 
@@ -78,15 +84,27 @@ struct StructGen<'a> {
 }
 
 fn collect_structs<'a>(m: &'a MessageDef) -> Result<Vec<StructGen<'a>>, String> {
-    let mut out = vec![StructGen { name: m.name.clone(), fields: &m.fields, top: true }];
-    fn walk<'a>(fields: &'a [FieldDef], out: &mut Vec<StructGen<'a>>, m: &MessageDef) -> Result<(), String> {
+    let mut out = vec![StructGen {
+        name: m.name.clone(),
+        fields: &m.fields,
+        top: true,
+    }];
+    fn walk<'a>(
+        fields: &'a [FieldDef],
+        out: &mut Vec<StructGen<'a>>,
+        m: &MessageDef,
+    ) -> Result<(), String> {
         for f in fields {
             if !f.fields.is_empty() {
                 let name = elem_type(&f.ty).to_string();
                 if out.iter().any(|s| s.name == name) {
                     return Err(format!("{}: struct {name} defined twice", m.name));
                 }
-                out.push(StructGen { name, fields: &f.fields, top: false });
+                out.push(StructGen {
+                    name,
+                    fields: &f.fields,
+                    top: false,
+                });
                 walk(&f.fields, out, m)?;
             }
         }
@@ -95,7 +113,11 @@ fn collect_structs<'a>(m: &'a MessageDef) -> Result<Vec<StructGen<'a>>, String> 
     walk(&m.fields, &mut out, m)?;
     for c in &m.commons {
         let CommonDef { name, fields, .. } = c;
-        out.push(StructGen { name: name.clone(), fields, top: false });
+        out.push(StructGen {
+            name: name.clone(),
+            fields,
+            top: false,
+        });
         walk(fields, &mut out, m)?;
     }
     Ok(out)
@@ -110,10 +132,11 @@ fn is_array(ty: &str) -> bool {
 }
 
 const KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
-    "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
-    "static", "struct", "super", "trait", "true", "try", "type", "unsafe", "use", "where", "while", "abstract",
-    "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield",
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut",
+    "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true", "try", "type",
+    "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield",
 ];
 
 fn ident(name: &str) -> String {
@@ -204,7 +227,10 @@ fn default_expr(f: &FieldDef) -> Result<String, String> {
     let nullable = nullable_type(f);
     if d == Some("null") {
         if !nullable {
-            return Err(format!("field {} has default null but is never nullable", f.name));
+            return Err(format!(
+                "field {} has default null but is never nullable",
+                f.name
+            ));
         }
         return Ok("::core::option::Option::None".into());
     }
@@ -215,12 +241,15 @@ fn default_expr(f: &FieldDef) -> Result<String, String> {
             "bool" => d.unwrap_or("false").to_string(),
             "int8" | "int16" | "uint16" | "int32" | "int64" => {
                 let v = d.unwrap_or("0");
-                v.parse::<i64>().map_err(|e| format!("field {}: default {v:?}: {e}", f.name))?;
+                v.parse::<i64>()
+                    .map_err(|e| format!("field {}: default {v:?}: {e}", f.name))?;
                 v.to_string()
             }
             "float64" => {
                 let v = d.unwrap_or("0");
-                let x: f64 = v.parse().map_err(|e| format!("field {}: default {v:?}: {e}", f.name))?;
+                let x: f64 = v
+                    .parse()
+                    .map_err(|e| format!("field {}: default {v:?}: {e}", f.name))?;
                 format!("{x:?}")
             }
             "uuid" => "crate::Uuid::ZERO".into(),
@@ -232,7 +261,11 @@ fn default_expr(f: &FieldDef) -> Result<String, String> {
             other => format!("{other}::default()"),
         }
     };
-    Ok(if nullable { format!("::core::option::Option::Some({inner})") } else { inner })
+    Ok(if nullable {
+        format!("::core::option::Option::Some({inner})")
+    } else {
+        inner
+    })
 }
 
 /// Boolean expression: field `f` of `self` holds its default value (no allocation).
@@ -302,14 +335,18 @@ fn dec_field(f: &FieldDef) -> String {
     let ty = f.ty.as_str();
     let opt = if is_array(ty) {
         let e = elem_type(ty);
-        Some(format!("crate::rt::array(d, {c}, {}, |d| {})", min_elem(e, &c), dec_elem(e, &c)))
+        Some(format!(
+            "crate::rt::array(d, {c}, {}, |d| {})",
+            min_elem(e, &c),
+            dec_elem(e, &c)
+        ))
     } else {
         match ty {
             "string" => Some(format!("d.nullable_string({c})")),
             "bytes" | "records" => Some(format!("d.nullable_bytes({c})")),
-            s if !is_primitive(s) && nullable => {
-                Some(format!("crate::rt::nullable_struct(d, |d| {s}::decode(d, version))"))
-            }
+            s if !is_primitive(s) && nullable => Some(format!(
+                "crate::rt::nullable_struct(d, |d| {s}::decode(d, version))"
+            )),
             _ => None,
         }
     };
@@ -319,7 +356,10 @@ fn dec_field(f: &FieldDef) -> String {
             if nullable_everywhere(f) {
                 opt
             } else {
-                format!("{opt}.and_then(|v| crate::rt::check_null(v, {}))", cond(&f.nullable))
+                format!(
+                    "{opt}.and_then(|v| crate::rt::check_null(v, {}))",
+                    cond(&f.nullable)
+                )
             }
         }
         Some(opt) => {
@@ -387,13 +427,22 @@ fn enc_field(f: &FieldDef, v: &str, path: &str) -> String {
     }
     match ty {
         "string" => {
-            let _ = write!(s, "e.nullable_string({v}.as_deref(), {c}).map_err(|x| x.at({path:?}))?;");
+            let _ = write!(
+                s,
+                "e.nullable_string({v}.as_deref(), {c}).map_err(|x| x.at({path:?}))?;"
+            );
         }
         "bytes" => {
-            let _ = write!(s, "e.nullable_bytes({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;");
+            let _ = write!(
+                s,
+                "e.nullable_bytes({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;"
+            );
         }
         "records" => {
-            let _ = write!(s, "e.nullable_records({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;");
+            let _ = write!(
+                s,
+                "e.nullable_records({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;"
+            );
         }
         _ => {
             let _ = write!(
@@ -407,8 +456,12 @@ fn enc_field(f: &FieldDef, v: &str, path: &str) -> String {
 
 fn size_elem(ty: &str, v: &str, c: &str) -> String {
     match ty {
-        "string" => format!("crate::codec::size::string(::core::option::Option::Some({v}.len()), {c})"),
-        "bytes" | "records" => format!("crate::codec::size::bytes(::core::option::Option::Some({v}.len()), {c})"),
+        "string" => {
+            format!("crate::codec::size::string(::core::option::Option::Some({v}.len()), {c})")
+        }
+        "bytes" | "records" => {
+            format!("crate::codec::size::bytes(::core::option::Option::Some({v}.len()), {c})")
+        }
         s => match fixed_size(s) {
             Some(n) => n.to_string(),
             None => format!("{v}.encoded_size(version)"),
@@ -422,12 +475,14 @@ fn size_field(f: &FieldDef, v: &str) -> String {
     let nullable = nullable_type(f);
     if is_array(ty) {
         let e = elem_type(ty);
-        let body = |items: &str| match fixed_size(e) {
+        let body = |items: &str| {
+            match fixed_size(e) {
             Some(n) => format!("crate::codec::size::array(::core::option::Option::Some({items}.len()), {c}) + {items}.len() * {n}"),
             None => format!(
                 "crate::codec::size::array(::core::option::Option::Some({items}.len()), {c}) + {items}.iter().map(|item| {}).sum::<usize>()",
                 size_elem(e, "item", &c)
             ),
+        }
         };
         if nullable {
             return format!(
@@ -442,7 +497,9 @@ fn size_field(f: &FieldDef, v: &str) -> String {
     }
     match ty {
         "string" => format!("crate::codec::size::string({v}.as_ref().map(|s| s.len()), {c})"),
-        "bytes" | "records" => format!("crate::codec::size::bytes({v}.as_ref().map(|s| s.len()), {c})"),
+        "bytes" | "records" => {
+            format!("crate::codec::size::bytes({v}.as_ref().map(|s| s.len()), {c})")
+        }
         _ => format!("1 + {v}.as_ref().map_or(0, |inner| inner.encoded_size(version))"),
     }
 }
@@ -478,28 +535,54 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
     let has_flex = !m.flexible.is_empty();
     let structs = collect_structs(m)?;
     let module = &m.module;
-    let _ = writeln!(out, "/// `{}`: {} (versions {}, flexible {}).", m.name, m.kind, m.versions, m.flexible);
+    let _ = writeln!(
+        out,
+        "/// `{}`: {} (versions {}, flexible {}).",
+        m.name, m.kind, m.versions, m.flexible
+    );
     let _ = writeln!(out, "pub mod {module} {{");
-    let _ = writeln!(out, "    #[allow(unused_imports)]\n    use crate::codec::{{Decoder, Encoder}};");
+    let _ = writeln!(
+        out,
+        "    #[allow(unused_imports)]\n    use crate::codec::{{Decoder, Encoder}};"
+    );
     for s in &structs {
         for f in s.fields {
             if let Some(t) = f.tag {
                 if f.tagged != f.versions {
-                    return Err(format!("{}: tagged field {} (tag {t}) must be tagged in all its versions", m.name, f.name));
+                    return Err(format!(
+                        "{}: tagged field {} (tag {t}) must be tagged in all its versions",
+                        m.name, f.name
+                    ));
                 }
                 if !m.flexible.and(&f.tagged).eq(&f.tagged) {
-                    return Err(format!("{}: tagged field {} outside flexible versions", m.name, f.name));
+                    return Err(format!(
+                        "{}: tagged field {} outside flexible versions",
+                        m.name, f.name
+                    ));
                 }
             }
         }
-        let path_prefix = if s.top { m.name.clone() } else { format!("{}.{}", m.name, s.name) };
+        let path_prefix = if s.top {
+            m.name.clone()
+        } else {
+            format!("{}.{}", m.name, s.name)
+        };
         let mut tagged: Vec<&FieldDef> = s.fields.iter().filter(|f| f.tag.is_some()).collect();
         tagged.sort_by_key(|f| f.tag);
         let regular: Vec<&FieldDef> = s.fields.iter().filter(|f| f.tag.is_none()).collect();
 
         // The struct.
-        let _ = writeln!(out, "    /// `{}` ({}).", s.name, if s.top { "message" } else { "nested struct" });
-        let _ = writeln!(out, "    #[derive(Debug, Clone, PartialEq)]\n    pub struct {} {{", s.name);
+        let _ = writeln!(
+            out,
+            "    /// `{}` ({}).",
+            s.name,
+            if s.top { "message" } else { "nested struct" }
+        );
+        let _ = writeln!(
+            out,
+            "    #[derive(Debug, Clone, PartialEq)]\n    pub struct {} {{",
+            s.name
+        );
         for f in s.fields {
             doc_lines(out, "        ", &f.doc);
             let tag_note = match f.tag {
@@ -510,32 +593,55 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                 out,
                 "        /// Versions {}{}{tag_note}.",
                 f.versions,
-                if nullable_type(f) { format!(", nullable {}", f.nullable) } else { String::new() }
+                if nullable_type(f) {
+                    format!(", nullable {}", f.nullable)
+                } else {
+                    String::new()
+                }
             );
             let _ = writeln!(out, "        pub {}: {},", ident(&f.name), rust_type(f));
         }
         if has_flex {
             let _ = writeln!(out, "        /// Tagged fields this definition does not know, kept as (tag, raw value) and re-emitted.");
-            let _ = writeln!(out, "        pub unknown_tagged_fields: ::std::vec::Vec<(u32, ::bytes::Bytes)>,");
+            let _ = writeln!(
+                out,
+                "        pub unknown_tagged_fields: ::std::vec::Vec<(u32, ::bytes::Bytes)>,"
+            );
         }
         let _ = writeln!(out, "    }}\n");
 
         // Default.
         let _ = writeln!(out, "    impl ::core::default::Default for {} {{\n        fn default() -> Self {{\n            Self {{", s.name);
         for f in s.fields {
-            let _ = writeln!(out, "                {}: {},", ident(&f.name), default_expr(f)?);
+            let _ = writeln!(
+                out,
+                "                {}: {},",
+                ident(&f.name),
+                default_expr(f)?
+            );
         }
         if has_flex {
-            let _ = writeln!(out, "                unknown_tagged_fields: ::std::vec::Vec::new(),");
+            let _ = writeln!(
+                out,
+                "                unknown_tagged_fields: ::std::vec::Vec::new(),"
+            );
         }
         let _ = writeln!(out, "            }}\n        }}\n    }}\n");
 
         let _ = writeln!(out, "    impl {} {{", s.name);
         if s.top {
-            let _ = writeln!(out, "        /// Name of the message.\n        pub const NAME: &'static str = {:?};", m.name);
+            let _ = writeln!(
+                out,
+                "        /// Name of the message.\n        pub const NAME: &'static str = {:?};",
+                m.name
+            );
             let _ = writeln!(out, "        /// Lowest version in the definition.\n        pub const MIN_VERSION: i16 = {};", m.versions.min);
             let _ = writeln!(out, "        /// Highest version in the definition.\n        pub const MAX_VERSION: i16 = {};", m.versions.max);
-            let fm = if has_flex { format!("Some({})", m.flexible.min) } else { "None".into() };
+            let fm = if has_flex {
+                format!("Some({})", m.flexible.min)
+            } else {
+                "None".into()
+            };
             let _ = writeln!(out, "        /// First flexible version, if any.\n        pub const FLEXIBLE_MIN: Option<i16> = {fm};");
         }
 
@@ -565,11 +671,20 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
         if has_flex {
             let tpath = format!("{path_prefix}._tagged_fields");
             let _ = writeln!(out, "            if flexible {{");
-            let _ = writeln!(out, "                let n = d.tagged_count().map_err(|e| e.at({tpath:?}))?;");
+            let _ = writeln!(
+                out,
+                "                let n = d.tagged_count().map_err(|e| e.at({tpath:?}))?;"
+            );
             let _ = writeln!(out, "                for _ in 0..n {{");
-            let _ = writeln!(out, "                    let tag = d.uvarint().map_err(|e| e.at({tpath:?}))?;");
+            let _ = writeln!(
+                out,
+                "                    let tag = d.uvarint().map_err(|e| e.at({tpath:?}))?;"
+            );
             let _ = writeln!(out, "                    let size = d.uvarint().map_err(|e| e.at({tpath:?}))? as usize;");
-            let _ = writeln!(out, "                    let mut sub = d.sub(size).map_err(|e| e.at({tpath:?}))?;");
+            let _ = writeln!(
+                out,
+                "                    let mut sub = d.sub(size).map_err(|e| e.at({tpath:?}))?;"
+            );
             let _ = writeln!(out, "                    match tag {{");
             for f in &tagged {
                 let path = format!("{path_prefix}.{}", ident(&f.name));
@@ -583,9 +698,15 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                 );
             }
             let _ = writeln!(out, "                        _ => this.unknown_tagged_fields.push((tag, crate::rt::rest(&mut sub))),");
-            let _ = writeln!(out, "                    }}\n                }}\n            }}");
+            let _ = writeln!(
+                out,
+                "                    }}\n                }}\n            }}"
+            );
         }
-        let _ = writeln!(out, "            ::core::result::Result::Ok(this)\n        }}\n");
+        let _ = writeln!(
+            out,
+            "            ::core::result::Result::Ok(this)\n        }}\n"
+        );
 
         // encode
         let _ = writeln!(out, "        /// Encodes the struct at `version` into `e`.");
@@ -610,15 +731,28 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                     is_default(f)?
                 )
             };
-            let _ = writeln!(out, "            if {} {{ {} }}{absent}", cond(&f.versions), enc_field(f, &v, &path));
+            let _ = writeln!(
+                out,
+                "            if {} {{ {} }}{absent}",
+                cond(&f.versions),
+                enc_field(f, &v, &path)
+            );
         }
         if has_flex {
             let _ = writeln!(out, "            if flexible {{");
-            let _ = writeln!(out, "                let mut count = self.unknown_tagged_fields.len();");
+            let _ = writeln!(
+                out,
+                "                let mut count = self.unknown_tagged_fields.len();"
+            );
             for f in &tagged {
                 let id = ident(&f.name);
                 let path = format!("{path_prefix}.{id}");
-                let _ = writeln!(out, "                let present_{id} = {} && !({});", cond(&f.tagged), is_default(f)?);
+                let _ = writeln!(
+                    out,
+                    "                let present_{id} = {} && !({});",
+                    cond(&f.tagged),
+                    is_default(f)?
+                );
                 if !f.ignorable {
                     let _ = writeln!(
                         out,
@@ -644,8 +778,14 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                     enc_field(f, &v, &path)
                 );
             }
-            let _ = writeln!(out, "                crate::rt::write_unknown_rest(e, &unknown, next);");
-            let _ = writeln!(out, "            }} else if !self.unknown_tagged_fields.is_empty() {{");
+            let _ = writeln!(
+                out,
+                "                crate::rt::write_unknown_rest(e, &unknown, next);"
+            );
+            let _ = writeln!(
+                out,
+                "            }} else if !self.unknown_tagged_fields.is_empty() {{"
+            );
             let _ = writeln!(
                 out,
                 "                return ::core::result::Result::Err(crate::EncodeError::FieldNotInVersion {{ field: {:?}, version }});",
@@ -655,20 +795,37 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
             // Tagged fields that exist but are not in a flexible version cannot happen: the
             // generator checked above that tagged versions lie inside the flexible versions.
         }
-        let _ = writeln!(out, "            ::core::result::Result::Ok(())\n        }}\n");
+        let _ = writeln!(
+            out,
+            "            ::core::result::Result::Ok(())\n        }}\n"
+        );
 
         // encoded_size
-        let _ = writeln!(out, "        /// Bytes `encode` writes at `version` (valid when `encode` succeeds).");
-        let _ = writeln!(out, "        pub fn encoded_size(&self, version: i16) -> usize {{");
+        let _ = writeln!(
+            out,
+            "        /// Bytes `encode` writes at `version` (valid when `encode` succeeds)."
+        );
+        let _ = writeln!(
+            out,
+            "        pub fn encoded_size(&self, version: i16) -> usize {{"
+        );
         let _ = writeln!(out, "            let flexible = {flex_cond};");
         let _ = writeln!(out, "            let mut n = 0usize;");
         for f in &regular {
             let v = format!("(&self.{})", ident(&f.name));
-            let _ = writeln!(out, "            if {} {{ n += {}; }}", cond(&f.versions), size_field(f, &v));
+            let _ = writeln!(
+                out,
+                "            if {} {{ n += {}; }}",
+                cond(&f.versions),
+                size_field(f, &v)
+            );
         }
         if has_flex {
             let _ = writeln!(out, "            if flexible {{");
-            let _ = writeln!(out, "                let mut count = self.unknown_tagged_fields.len();");
+            let _ = writeln!(
+                out,
+                "                let mut count = self.unknown_tagged_fields.len();"
+            );
             for f in &tagged {
                 let id = ident(&f.name);
                 let v = format!("(&self.{id})");
@@ -681,7 +838,10 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                     f.tag.unwrap_or_default()
                 );
             }
-            let _ = writeln!(out, "                n += crate::codec::size::uvarint(count as u32);");
+            let _ = writeln!(
+                out,
+                "                n += crate::codec::size::uvarint(count as u32);"
+            );
             let _ = writeln!(out, "                for (tag, value) in &self.unknown_tagged_fields {{ n += crate::codec::size::uvarint(*tag) + crate::codec::size::uvarint(value.len() as u32) + value.len(); }}");
             let _ = writeln!(out, "            }}");
         }
@@ -693,7 +853,12 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
         let _ = writeln!(out, "            let flexible = {flex_cond};");
         let _ = writeln!(out, "            let mut n = usize::from(flexible);");
         for f in &regular {
-            let _ = writeln!(out, "            if {} {{ n += {}; }}", cond(&f.versions), min_field(f));
+            let _ = writeln!(
+                out,
+                "            if {} {{ n += {}; }}",
+                cond(&f.versions),
+                min_field(f)
+            );
         }
         let _ = writeln!(out, "            n\n        }}");
         let _ = writeln!(out, "    }}\n");
@@ -741,12 +906,18 @@ fn gen_elem(m: &MessageDef, ty: &str) -> String {
 fn gen_value(m: &MessageDef, f: &FieldDef) -> String {
     let ty = f.ty.as_str();
     let inner = if is_array(ty) {
-        format!("(0..r.len()).map(|_| {}).collect::<::std::vec::Vec<_>>()", gen_elem(m, elem_type(ty)))
+        format!(
+            "(0..r.len()).map(|_| {}).collect::<::std::vec::Vec<_>>()",
+            gen_elem(m, elem_type(ty))
+        )
     } else {
         gen_elem(m, ty)
     };
     if nullable_type(f) {
-        format!("if ({}) && r.chance(5) {{ None }} else {{ Some({inner}) }}", cond(&f.nullable))
+        format!(
+            "if ({}) && r.chance(5) {{ None }} else {{ Some({inner}) }}",
+            cond(&f.nullable)
+        )
     } else {
         inner
     }
@@ -761,19 +932,38 @@ fn gen_glue_struct(m: &MessageDef, s: &StructGen<'_>, glue: &mut String) {
         s.name
     );
     let _ = writeln!(glue, "    let flexible = {};", cond(&m.flexible));
-    let _ = writeln!(glue, "    let mut this = sluice_protocol::messages::{module}::{}::default();", s.name);
+    let _ = writeln!(
+        glue,
+        "    let mut this = sluice_protocol::messages::{module}::{}::default();",
+        s.name
+    );
     for f in s.fields {
-        let c = if f.tag.is_some() { cond(&f.tagged) } else { cond(&f.versions) };
-        let _ = writeln!(glue, "    if {c} {{ this.{} = {}; }}", ident(&f.name), gen_value(m, f));
+        let c = if f.tag.is_some() {
+            cond(&f.tagged)
+        } else {
+            cond(&f.versions)
+        };
+        let _ = writeln!(
+            glue,
+            "    if {c} {{ this.{} = {}; }}",
+            ident(&f.name),
+            gen_value(m, f)
+        );
     }
     if !m.flexible.is_empty() {
-        let _ = writeln!(glue, "    if flexible {{ this.unknown_tagged_fields = r.unknown_tagged_fields(); }}");
+        let _ = writeln!(
+            glue,
+            "    if flexible {{ this.unknown_tagged_fields = r.unknown_tagged_fields(); }}"
+        );
     }
     let _ = writeln!(glue, "    this\n}}\n");
 }
 
 fn gen_cases(messages: &[MessageDef], glue: &mut String) {
-    let _ = writeln!(glue, "/// Every message definition with its hooks.\npub const CASES: &[Case] = &[");
+    let _ = writeln!(
+        glue,
+        "/// Every message definition with its hooks.\npub const CASES: &[Case] = &["
+    );
     for m in messages {
         let oracle = if NOT_IN_ORACLE.contains(&m.name.as_str()) {
             "None".to_string()
@@ -816,11 +1006,19 @@ fn gen_api(messages: &[MessageDef]) -> Result<String, String> {
     let mut out = String::new();
     let mut apis = Vec::new();
     for (k, req) in &reqs {
-        let resp = resps.get(k).ok_or_else(|| format!("no response for api key {k}"))?;
+        let resp = resps
+            .get(k)
+            .ok_or_else(|| format!("no response for api key {k}"))?;
         if resp.versions != req.versions || resp.flexible != req.flexible {
-            return Err(format!("{} and {} disagree on versions", req.name, resp.name));
+            return Err(format!(
+                "{} and {} disagree on versions",
+                req.name, resp.name
+            ));
         }
-        let api = req.name.strip_suffix("Request").ok_or_else(|| format!("{}: bad name", req.name))?;
+        let api = req
+            .name
+            .strip_suffix("Request")
+            .ok_or_else(|| format!("{}: bad name", req.name))?;
         apis.push((*k, api.to_string(), *req, *resp));
     }
 
@@ -831,10 +1029,17 @@ fn gen_api(messages: &[MessageDef]) -> Result<String, String> {
     }
     let _ = writeln!(out, "}}\n");
 
-    let _ = writeln!(out, "/// Every API key with its version table, in key order.");
+    let _ = writeln!(
+        out,
+        "/// Every API key with its version table, in key order."
+    );
     let _ = writeln!(out, "pub const API_TABLE: &[ApiInfo] = &[");
     for (_, api, req, _) in &apis {
-        let fm = if req.flexible.is_empty() { "None".into() } else { format!("Some({})", req.flexible.min) };
+        let fm = if req.flexible.is_empty() {
+            "None".into()
+        } else {
+            format!("Some({})", req.flexible.min)
+        };
         let _ = writeln!(
             out,
             "    ApiInfo {{ key: ApiKey::{api}, name: {api:?}, min_version: {}, max_version: {}, flexible_min: {fm}, unstable_latest: {} }},",
@@ -844,7 +1049,10 @@ fn gen_api(messages: &[MessageDef]) -> Result<String, String> {
     let _ = writeln!(out, "];\n");
 
     let _ = writeln!(out, "impl ApiKey {{");
-    let _ = writeln!(out, "    /// Every API key, in key order.\n    pub const ALL: &'static [ApiKey] = &[");
+    let _ = writeln!(
+        out,
+        "    /// Every API key, in key order.\n    pub const ALL: &'static [ApiKey] = &["
+    );
     for (_, api, _, _) in &apis {
         let _ = writeln!(out, "        ApiKey::{api},");
     }
@@ -894,7 +1102,10 @@ fn gen_api(messages: &[MessageDef]) -> Result<String, String> {
         let _ = writeln!(out, "        }}\n    }}\n");
         let _ = writeln!(out, "    /// Bytes `encode` writes at `version`.\n    pub fn encoded_size(&self, version: i16) -> usize {{\n        match self {{");
         for (_, api, _, _) in &apis {
-            let _ = writeln!(out, "            {kind}::{api}(m) => m.encoded_size(version),");
+            let _ = writeln!(
+                out,
+                "            {kind}::{api}(m) => m.encoded_size(version),"
+            );
         }
         let _ = writeln!(out, "        }}\n    }}\n}}\n");
         for (_, api, req, resp) in &apis {

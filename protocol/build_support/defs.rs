@@ -19,13 +19,22 @@ impl Versions {
     pub const NONE: Versions = Versions { min: 1, max: 0 };
 
     pub fn parse(s: &str) -> Result<Versions, String> {
-        let num = |t: &str| t.parse::<i16>().map_err(|e| format!("bad version {t:?}: {e}"));
+        let num = |t: &str| {
+            t.parse::<i16>()
+                .map_err(|e| format!("bad version {t:?}: {e}"))
+        };
         if s == "none" {
             Ok(Versions::NONE)
         } else if let Some(a) = s.strip_suffix('+') {
-            Ok(Versions { min: num(a)?, max: i16::MAX })
+            Ok(Versions {
+                min: num(a)?,
+                max: i16::MAX,
+            })
         } else if let Some((a, b)) = s.split_once('-') {
-            Ok(Versions { min: num(a)?, max: num(b)? })
+            Ok(Versions {
+                min: num(a)?,
+                max: num(b)?,
+            })
         } else {
             let v = num(s)?;
             Ok(Versions { min: v, max: v })
@@ -42,7 +51,10 @@ impl Versions {
 
     /// Intersection with another range.
     pub fn and(&self, o: &Versions) -> Versions {
-        let r = Versions { min: self.min.max(o.min), max: self.max.min(o.max) };
+        let r = Versions {
+            min: self.min.max(o.min),
+            max: self.max.min(o.max),
+        };
         if r.is_empty() {
             Versions::NONE
         } else {
@@ -110,8 +122,10 @@ pub struct MessageDef {
     pub module: String,
 }
 
-pub const PRIMITIVES: &[&str] =
-    &["bool", "int8", "int16", "uint16", "int32", "int64", "float64", "uuid", "string", "bytes", "records"];
+pub const PRIMITIVES: &[&str] = &[
+    "bool", "int8", "int16", "uint16", "int32", "int64", "float64", "uuid", "string", "bytes",
+    "records",
+];
 
 pub fn is_primitive(ty: &str) -> bool {
     PRIMITIVES.contains(&ty)
@@ -142,21 +156,37 @@ pub fn parse(module: &str, src: &str) -> Result<MessageDef, String> {
         }
         let indent = raw.len() - trimmed.len();
         if indent % 2 != 0 {
-            return Err(format!("{module}.msg:{}: indentation must be a multiple of 2", i + 1));
+            return Err(format!(
+                "{module}.msg:{}: indentation must be a multiple of 2",
+                i + 1
+            ));
         }
-        lines.push(Line { no: i + 1, indent: indent / 2, text: trimmed.trim_end(), doc: std::mem::take(&mut doc) });
+        lines.push(Line {
+            no: i + 1,
+            indent: indent / 2,
+            text: trimmed.trim_end(),
+            doc: std::mem::take(&mut doc),
+        });
     }
     let mut pos = 0;
-    let head = lines.first().ok_or_else(|| format!("{module}.msg: empty"))?;
+    let head = lines
+        .first()
+        .ok_or_else(|| format!("{module}.msg: empty"))?;
     if head.indent != 0 {
         return Err(format!("{module}.msg:{}: expected a message line", head.no));
     }
     let mut words = head.text.split_whitespace();
     let kind = words.next().unwrap_or_default().to_string();
     if !["request", "response", "header", "data"].contains(&kind.as_str()) {
-        return Err(format!("{module}.msg:{}: unknown message kind {kind:?}", head.no));
+        return Err(format!(
+            "{module}.msg:{}: unknown message kind {kind:?}",
+            head.no
+        ));
     }
-    let name = words.next().ok_or_else(|| format!("{module}.msg:{}: missing name", head.no))?.to_string();
+    let name = words
+        .next()
+        .ok_or_else(|| format!("{module}.msg:{}: missing name", head.no))?
+        .to_string();
     let mut msg = MessageDef {
         kind,
         name,
@@ -170,7 +200,9 @@ pub fn parse(module: &str, src: &str) -> Result<MessageDef, String> {
     };
     for w in words {
         match w.split_once('=') {
-            Some(("key", v)) => msg.api_key = Some(v.parse().map_err(|e| format!("{module}: key: {e}"))?),
+            Some(("key", v)) => {
+                msg.api_key = Some(v.parse().map_err(|e| format!("{module}: key: {e}"))?)
+            }
             Some(("versions", v)) => msg.versions = Versions::parse(v)?,
             Some(("flexible", v)) => msg.flexible = Versions::parse(v)?,
             None if w == "unstable_latest" => msg.unstable_latest = true,
@@ -183,21 +215,35 @@ pub fn parse(module: &str, src: &str) -> Result<MessageDef, String> {
         let l = &lines[pos];
         let mut words = l.text.split_whitespace();
         if l.indent != 0 || words.next() != Some("common") {
-            return Err(format!("{module}.msg:{}: expected `common Name versions=..`", l.no));
+            return Err(format!(
+                "{module}.msg:{}: expected `common Name versions=..`",
+                l.no
+            ));
         }
-        let name = words.next().ok_or_else(|| format!("{module}.msg:{}: missing name", l.no))?;
+        let name = words
+            .next()
+            .ok_or_else(|| format!("{module}.msg:{}: missing name", l.no))?;
         let versions = match words.next().and_then(|w| w.strip_prefix("versions=")) {
             Some(v) => Versions::parse(v)?,
             None => return Err(format!("{module}.msg:{}: missing versions", l.no)),
         };
         pos += 1;
         let fields = parse_fields(module, &lines, &mut pos, 1)?;
-        msg.commons.push(CommonDef { name: name.to_string(), versions, fields });
+        msg.commons.push(CommonDef {
+            name: name.to_string(),
+            versions,
+            fields,
+        });
     }
     Ok(msg)
 }
 
-fn parse_fields(module: &str, lines: &[Line<'_>], pos: &mut usize, depth: usize) -> Result<Vec<FieldDef>, String> {
+fn parse_fields(
+    module: &str,
+    lines: &[Line<'_>],
+    pos: &mut usize,
+    depth: usize,
+) -> Result<Vec<FieldDef>, String> {
     let mut out = Vec::new();
     while *pos < lines.len() && lines[*pos].indent >= depth {
         let l = &lines[*pos];
@@ -206,7 +252,10 @@ fn parse_fields(module: &str, lines: &[Line<'_>], pos: &mut usize, depth: usize)
         }
         let mut words = l.text.split_whitespace();
         let name = words.next().unwrap_or_default().to_string();
-        let ty = words.next().ok_or_else(|| format!("{module}.msg:{}: missing type", l.no))?.to_string();
+        let ty = words
+            .next()
+            .ok_or_else(|| format!("{module}.msg:{}: missing type", l.no))?
+            .to_string();
         let mut f = FieldDef {
             name,
             ty,
@@ -229,7 +278,12 @@ fn parse_fields(module: &str, lines: &[Line<'_>], pos: &mut usize, depth: usize)
                     have_versions = true;
                 }
                 Some(("nullable", v)) => f.nullable = Versions::parse(v)?,
-                Some(("tag", v)) => f.tag = Some(v.parse().map_err(|e| format!("{module}.msg:{}: tag: {e}", l.no))?),
+                Some(("tag", v)) => {
+                    f.tag = Some(
+                        v.parse()
+                            .map_err(|e| format!("{module}.msg:{}: tag: {e}", l.no))?,
+                    )
+                }
                 Some(("tagged", v)) => f.tagged = Versions::parse(v)?,
                 Some(("flexible", v)) => f.flexible = Some(Versions::parse(v)?),
                 Some(("default", v)) => f.default = Some(v.to_string()),
@@ -241,8 +295,11 @@ fn parse_fields(module: &str, lines: &[Line<'_>], pos: &mut usize, depth: usize)
         if !have_versions {
             return Err(format!("{module}.msg:{}: missing versions=", l.no));
         }
-        if f.tag.is_some() != !f.tagged.is_empty() {
-            return Err(format!("{module}.msg:{}: tag= and tagged= go together", l.no));
+        if f.tag.is_some() == f.tagged.is_empty() {
+            return Err(format!(
+                "{module}.msg:{}: tag= and tagged= go together",
+                l.no
+            ));
         }
         *pos += 1;
         f.fields = parse_fields(module, lines, pos, depth + 1)?;

@@ -42,6 +42,10 @@ pub trait Message: Sized {
     unused_variables,
     unused_parens,
     clippy::double_parens,
+    clippy::derivable_impls,
+    clippy::deref_addrof,
+    clippy::unnecessary_cast,
+    clippy::let_and_return,
     unused_mut,
     unused_comparisons
 )]
@@ -101,3 +105,11 @@ pub mod api {
 }
 
 pub use api::{ApiInfo, ApiKey, Request, Response, API_TABLE};
+
+pub mod frame;
+
+pub use frame::{
+    check_frame_len, decode_request, decode_response, encode_request, encode_response,
+    encode_response_with, FrameError, HeaderPrefix, RequestDecodeError, RequestHeader,
+    ResponseHeader, MAX_FRAME_BYTES, VECTORED_RECORDS_MIN_BYTES,
+};

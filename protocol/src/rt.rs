@@ -32,7 +32,10 @@ pub fn array<T>(
 /// Reads a nullable struct: a presence byte (negative = null, as Kafka reads it), then the
 /// struct.
 #[inline]
-pub fn nullable_struct<T>(d: &mut Decoder, body: impl FnOnce(&mut Decoder) -> DResult<T>) -> DResult<Option<T>> {
+pub fn nullable_struct<T>(
+    d: &mut Decoder,
+    body: impl FnOnce(&mut Decoder) -> DResult<T>,
+) -> DResult<Option<T>> {
     if d.i8()? < 0 {
         Ok(None)
     } else {
@@ -88,7 +91,12 @@ pub fn sorted_unknown(fields: &[(u32, Bytes)]) -> Vec<&(u32, Bytes)> {
 
 /// Writes unknown tagged fields from `next` whose tag is below `limit`; returns the new index.
 #[inline]
-pub fn write_unknown_below(e: &mut Encoder, unknown: &[&(u32, Bytes)], mut next: usize, limit: u32) -> usize {
+pub fn write_unknown_below(
+    e: &mut Encoder,
+    unknown: &[&(u32, Bytes)],
+    mut next: usize,
+    limit: u32,
+) -> usize {
     while let Some((tag, value)) = unknown.get(next).copied() {
         if *tag >= limit {
             break;
