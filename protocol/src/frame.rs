@@ -136,8 +136,11 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), RequestD
             prefix,
             source,
         })?;
-    let body =
-        Request::decode(api, &mut d, prefix.api_version).and_then(|body| d.finish().map(|()| body));
+    // Trailing bytes after a request body are ignored, as Kafka's broker ignores them: real
+    // clients send them. librdkafka (2.x, at least through 2.16) reserves four bytes for a
+    // compact array count and, for a Metadata v9+ request for all topics, leaves the unused
+    // three bytes in the frame; a broker that insisted on an exact fit would refuse it.
+    let body = Request::decode(api, &mut d, prefix.api_version);
     match body {
         Ok(body) => Ok((header, body)),
         Err(source) => Err(RequestDecodeError::Body {
