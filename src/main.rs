@@ -1,5 +1,131 @@
 //! The `sluice` binary: command-line interface and wiring of the engine and the server.
+//!
+//! `sluice start` runs the broker in the foreground. Settings come from embedded defaults, then
+//! an optional TOML file (`--config`), then flags, which win. The process refuses to start on a
+//! data directory another process holds, or on a file system without O_DIRECT unless `--dev`.
+//! SIGTERM and SIGINT stop it cleanly: stop accepting, finish in-flight requests, flush, close.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sluice_net::config::{BrokerConfig, ConfigLayer};
+use sluice_net::server::ListenerShared;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible, thread-per-core message broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker in the foreground.
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// TOML file with settings (keys are the flag names); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the logs and metadata [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092].
+    #[arg(long)]
+    listen: Option<String>,
+    /// HOST:PORT that clients are told to connect to [default: the listen address].
+    #[arg(long)]
+    advertised: Option<String>,
+    /// Number of shards (cores) [default: all online cores].
+    #[arg(long)]
+    shards: Option<u32>,
+    /// This broker's node id [default: 1].
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Log filter, e.g. info, debug, sluice_net=debug [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Allow a data directory without O_DIRECT support (development only).
+    #[arg(long)]
+    dev: bool,
+}
+
+impl StartArgs {
+    fn layer(&self) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            advertised: self.advertised.clone(),
+            shards: self.shards,
+            node_id: self.node_id,
+            log_level: self.log_level.clone(),
+            dev: self.dev.then_some(true),
+            ..ConfigLayer::default()
+        }
+    }
+}
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start(args) => start(args),
+    }
+}
+
+fn start(args: StartArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigLayer::from_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let config = BrokerConfig::resolve(file.overridden_by(args.layer()))?;
+    init_logging(&config.log_level)?;
+
+    let lock = sluice_net::data_dir::lock(&config.data_dir)?;
+    if let Err(e) = sluice_net::data_dir::check_direct_io(&config.data_dir) {
+        if config.dev {
+            tracing::warn!(error = %e, "continuing without O_DIRECT because --dev was given");
+        } else {
+            return Err(e.into());
+        }
+    }
+
+    let shared = Arc::new(ListenerShared::default());
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(signal, flag.clone())
+            .context("cannot install signal handlers")?;
+        let shared = shared.clone();
+        // A small watcher thread turns the async-signal-safe flag into the broker's shutdown
+        // flag; shards poll that one.
+        std::thread::spawn(move || loop {
+            if flag.load(Ordering::SeqCst) {
+                shared.shutdown.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+    }
+
+    sluice_net::broker::run(config, shared)?;
+    drop(lock);
+    Ok(())
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid --log-level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! allows the broker to run there anyway. Both checks run once on the main thread.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -119,6 +119,62 @@ pub fn check_direct_io(dir: &Path) -> Result<(), DataDirError> {
     result.map_err(no_direct)
 }
 
+/// Reads the cluster id from `<dir>/meta.properties`, creating the file with a new random id
+/// (22 characters of URL-safe base64 of 16 random bytes, as Kafka's ids look) if it is missing.
+/// The id must never change for a data directory: clients compare it across reconnects.
+pub fn load_or_create_cluster_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            for line in text.lines() {
+                if let Some(id) = line.trim().strip_prefix("cluster.id=") {
+                    if !id.is_empty() {
+                        return Ok(id.to_string());
+                    }
+                }
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} has no cluster.id", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut random = [0u8; 16];
+            File::open("/dev/urandom")?.read_exact(&mut random)?;
+            let id = base64_url(&random);
+            // Written to a temporary name, synced, then renamed: a crash leaves either no file
+            // or a complete one, never a torn id.
+            let tmp = dir.join("meta.properties.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("version=1\ncluster.id={id}\n").as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +211,25 @@ mod tests {
             .is_ok();
         assert_eq!(check_direct_io(dir.path()).is_ok(), direct);
         assert!(!dir.path().join(".direct-io-probe").exists());
+    }
+
+    #[test]
+    fn the_cluster_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_cluster_id(dir.path()).unwrap();
+        assert_eq!(first.len(), 22);
+        assert!(first
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(load_or_create_cluster_id(dir.path()).unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_cluster_id(other.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn base64_url_matches_known_vectors() {
+        assert_eq!(base64_url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_url(b"fo"), "Zm8");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
     }
 }

@@ -1,6 +1,9 @@
 //! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
 
+pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod data_dir;
+pub mod errors;
+pub mod handlers;
 pub mod server;

@@ -1,0 +1,144 @@
+//! Wiring of the broker: shards, each with its Kafka listener and its request handler.
+//!
+//! `run` starts one shard per configured core. Each shard primes glommio's DMA probe, joins the
+//! cross-core mesh with its `ShardState`, binds the shared listener address (SO_REUSEPORT), and
+//! serves connections until shutdown. Shard 0 prints the ready line once every shard is
+//! listening, so a supervisor (or a test) that waits for that line can connect at once.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_engine::shard::{self, RuntimeConfig, ShardBoot, ShardCtx};
+
+use crate::config::BrokerConfig;
+use crate::connection::{ConnectionLimits, Handler, LocalFuture, Reply};
+use crate::server::{self, ListenerConfig, ListenerShared};
+
+/// Why the broker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot resolve the listen address {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read or create the cluster id: {0}")]
+    ClusterId(#[source] std::io::Error),
+    #[error(transparent)]
+    Shards(#[from] sluice_engine::shard::ShardError),
+    #[error("shard {shard} failed: {message}")]
+    Shard { shard: u32, message: String },
+}
+
+/// A shard's own broker state.
+///
+/// Owned by its shard; never crosses cores.
+pub struct ShardState {
+    pub config: Arc<BrokerConfig>,
+    pub cluster_id: Arc<str>,
+}
+
+/// The shard context every handler gets.
+pub type BrokerCtx = ShardCtx<ShardState>;
+
+/// Runs the broker until `shared.shutdown` is set. Blocks the calling thread.
+pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), BrokerError> {
+    let mut config = config;
+    config.listen =
+        server::concrete_listen_addr(config.listen).map_err(|source| BrokerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    if config.advertised_port == 0 {
+        config.advertised_port = config.listen.port();
+    }
+    let cluster_id: Arc<str> = crate::data_dir::load_or_create_cluster_id(&config.data_dir)
+        .map_err(BrokerError::ClusterId)?
+        .into();
+    let config = Arc::new(config);
+    let runtime = RuntimeConfig {
+        nr_shards: config.shards,
+        pin_to_cores: config.shards as usize
+            <= std::thread::available_parallelism().map_or(1, |n| n.get()),
+        name: "sluice-shard".into(),
+    };
+    let listening = Arc::new(AtomicU32::new(0));
+    let results = shard::run_shards(&runtime, move |boot: ShardBoot<ShardState>| {
+        let config = config.clone();
+        let shared = shared.clone();
+        let listening = listening.clone();
+        let cluster_id = cluster_id.clone();
+        async move { run_shard(boot, config, cluster_id, shared, listening).await }
+    })?;
+    for (i, result) in results.into_iter().enumerate() {
+        result.map_err(|message| BrokerError::Shard {
+            shard: i as u32,
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs on shard `boot.id()` for the broker's whole life.
+async fn run_shard(
+    boot: ShardBoot<ShardState>,
+    config: Arc<BrokerConfig>,
+    cluster_id: Arc<str>,
+    shared: Arc<ListenerShared>,
+    listening: Arc<AtomicU32>,
+) -> Result<(), String> {
+    let id = boot.id();
+    let nr_shards = boot.nr_shards();
+    shard::prime_dma_probe(&config.data_dir)
+        .await
+        .map_err(|e| format!("DMA probe in {}: {e}", config.data_dir.display()))?;
+    let ctx = boot
+        .start(ShardState {
+            config: config.clone(),
+            cluster_id,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = server::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    listening.fetch_add(1, Ordering::SeqCst);
+    if id.0 == 0 {
+        while listening.load(Ordering::SeqCst) < nr_shards {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // The one line a supervisor waits for; stdout so it is easy to pick out from logs.
+        println!(
+            "sluice ready: listening on {} ({} shards, data in {})",
+            config.listen,
+            nr_shards,
+            config.data_dir.display()
+        );
+    }
+    let listener_config = ListenerConfig {
+        addr: config.listen,
+        max_connections: config.max_connections,
+        limits: ConnectionLimits {
+            request_max_bytes: config.socket_request_max_bytes,
+            idle: Duration::from_millis(config.connections_max_idle_ms),
+        },
+    };
+    let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
+    server::accept_loop(listener, listener_config, shared, handler).await;
+    ctx.close_mesh();
+    Ok(())
+}
+
+/// Decodes Kafka requests, dispatches them to the handlers and encodes the responses.
+struct KafkaHandler {
+    ctx: Rc<BrokerCtx>,
+}
+
+impl Handler for KafkaHandler {
+    fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply> {
+        Box::pin(async move { crate::handlers::handle_frame(&self.ctx, frame).await })
+    }
+}

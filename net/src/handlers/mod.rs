@@ -1,0 +1,112 @@
+//! Request dispatch: one table of handlers, one file per Kafka API.
+//!
+//! The `handlers!` table below is the single list of what the broker serves. It produces both
+//! the dispatch `match` and the ApiVersions advertisement, so what is advertised is exactly
+//! what is served. Each handler file declares the versions it serves at its top (`VERSIONS`);
+//! the advertised range is that range intersected with what the codec supports.
+//!
+//! Handlers run on the shard that owns the connection; work on a partition goes to the
+//! partition's home shard through the mesh inside the handler.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use sluice_protocol::messages::request_header::RequestHeader;
+use sluice_protocol::{ApiKey, Request, Response};
+
+use crate::broker::BrokerCtx;
+use crate::connection::Reply;
+
+pub mod api_versions;
+pub mod metadata;
+
+/// A served API: its key and the version range the broker advertises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+macro_rules! handlers {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        /// Every API the broker serves, with the versions it advertises.
+        pub fn served() -> Vec<Served> {
+            let mut out = Vec::new();
+            $(
+                let info = ApiKey::$variant.info();
+                let (lo, hi) = $module::VERSIONS;
+                // Kafka marks some latest versions unstable; clients must not be offered them.
+                let codec_max = if info.unstable_latest { info.max_version - 1 } else { info.max_version };
+                let min_version = lo.max(info.min_version);
+                let max_version = hi.min(codec_max);
+                if min_version <= max_version {
+                    out.push(Served { key: ApiKey::$variant, min_version, max_version });
+                }
+            )*
+            out
+        }
+
+        /// Runs the handler of `request`'s API; `None` when the API is not served.
+        async fn dispatch(ctx: &Rc<BrokerCtx>, header: &RequestHeader, request: Request) -> Option<Response> {
+            match request {
+                $( Request::$variant(r) => Some(Response::$variant($module::handle(ctx, header, r).await)), )*
+                #[allow(unreachable_patterns)]
+                _ => None,
+            }
+        }
+    };
+}
+
+handlers! {
+    ApiVersions => api_versions,
+    Metadata => metadata,
+}
+
+/// The advertised version range of `key`, if the broker serves it.
+pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
+    served()
+        .into_iter()
+        .find(|s| s.key == key)
+        .map(|s| (s.min_version, s.max_version))
+}
+
+/// Decodes one request frame, runs its handler and encodes the reply.
+///
+/// Runs on the connection's shard.
+pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
+    let (header, request) = match sluice_protocol::decode_request(frame) {
+        Ok(decoded) => decoded,
+        Err(err) => return api_versions::answer_undecodable(&err),
+    };
+    let api = request.api_key();
+    let version = header.request_api_version;
+    match served_range(api) {
+        Some((lo, hi)) if (lo..=hi).contains(&version) => {}
+        // A client must not send a version that was not advertised; Kafka closes the
+        // connection in that case, because the response could not be parsed by the client.
+        _ => {
+            return Reply::Close(format!(
+                "{api:?} v{version} is not served (correlation id {})",
+                header.correlation_id
+            ))
+        }
+    }
+    let Some(response) = dispatch(ctx, &header, request).await else {
+        return Reply::Close(format!("{api:?} has no handler"));
+    };
+    encode(header.correlation_id, header.request_api_version, &response)
+}
+
+/// Encodes a response at `api_version` as a reply frame.
+pub fn encode(correlation_id: i32, api_version: i16, response: &Response) -> Reply {
+    match sluice_protocol::encode_response(correlation_id, api_version, response) {
+        Ok(frame) => Reply::Frame(frame.chunks),
+        Err(e) => {
+            // A response we cannot encode is a broker bug, not the client's fault; the client
+            // would wait forever for an answer, so close and say so loudly.
+            tracing::error!(api = ?response.api_key(), error = %e, "cannot encode response");
+            Reply::Close(format!("cannot encode response: {e}"))
+        }
+    }
+}
