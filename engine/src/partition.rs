@@ -651,6 +651,11 @@ impl Partition {
         }
         let tail = read_tail(&seg, cut).await?;
         let writer = SegmentWriter::new(seg.clone(), cut, tail, new_end);
+        // Cutting the batch that holds the log start moves the start back to the new end, and
+        // the checkpoint must say so before later appends grow the log past the old start.
+        if new_end < log_start {
+            write_checkpoint(&inner.dir, new_end)?;
+        }
         {
             let mut st = inner.st.borrow_mut();
             for s in &later {
@@ -659,6 +664,7 @@ impl Partition {
             st.writer = writer;
             st.next_offset = new_end;
             st.durable = st.durable.min(new_end);
+            st.log_start = st.log_start.min(new_end);
             st.unflushed_records = 0;
             inner.check_invariants(&st);
         }
