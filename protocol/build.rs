@@ -19,10 +19,18 @@ use std::path::Path;
 use defs::{is_primitive, snake, CommonDef, FieldDef, MessageDef, Versions};
 
 /// Messages that the oracle crate (kafka-protocol 0.18) does not have; the round-trip test
-/// checks them against our own decoder only.
+/// checks them against our own decoder only. The KRaft record messages with a field named
+/// `Version` are also excluded: the oracle's generated decoder shadows its `version` parameter
+/// with that field's value and then decodes the rest at the wrong version (a bug in
+/// kafka-protocol 0.18, not in these definitions).
 const NOT_IN_ORACLE: &[&str] = &[
     "ListClientMetricsResourcesRequest",
     "ListClientMetricsResourcesResponse",
+    "KRaftVersionRecord",
+    "LeaderChangeMessage",
+    "SnapshotFooterRecord",
+    "SnapshotHeaderRecord",
+    "VotersRecord",
 ];
 
 fn main() {
@@ -962,25 +970,29 @@ fn gen_glue_struct(m: &MessageDef, s: &StructGen<'_>, glue: &mut String) {
 fn gen_cases(messages: &[MessageDef], glue: &mut String) {
     let _ = writeln!(
         glue,
-        "/// Every message definition with its hooks.\npub const CASES: &[Case] = &["
+        "/// Every message definition with its round-trip hooks.\npub const CASES: &[Case] = &["
     );
     for m in messages {
-        let oracle = if NOT_IN_ORACLE.contains(&m.name.as_str()) {
-            "None".to_string()
+        let ours = format!("sluice_protocol::messages::{}::{}", m.module, m.name);
+        let generate = gen_fn_name(m, &m.name);
+        let run_self = format!("|r, v| check_self::<{ours}>({generate}(r, v), v)");
+        let run = if NOT_IN_ORACLE.contains(&m.name.as_str()) {
+            run_self.clone()
         } else {
-            format!("Some(oracle::<kafka_protocol::messages::{}>)", m.name)
+            format!(
+                "|r, v| check::<{ours}, kafka_protocol::messages::{}>({generate}(r, v), v)",
+                m.name
+            )
         };
+        // Kafka marks only the request as unstable; the response shares its fate.
+        let unstable = m.unstable_latest
+            || messages
+                .iter()
+                .any(|o| o.api_key.is_some() && o.api_key == m.api_key && o.unstable_latest);
         let _ = writeln!(
             glue,
-            "    Case {{ name: {:?}, kind: {:?}, min: {}, max: {}, unstable_latest: {}, generate: |r, v| Box::new({}(r, v)), ours: ours::<sluice_protocol::messages::{}::{}>, oracle: {oracle} }},",
-            m.name,
-            m.kind,
-            m.versions.min,
-            m.versions.max,
-            m.unstable_latest,
-            gen_fn_name(m, &m.name),
-            m.module,
-            m.name
+            "    Case {{ name: {:?}, min: {}, max: {}, unstable_latest: {unstable}, run: {run}, run_self: {run_self} }},",
+            m.name, m.versions.min, m.versions.max
         );
     }
     let _ = writeln!(glue, "];");
