@@ -13,9 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_engine::shard::{self, RuntimeConfig, ShardBoot, ShardCtx};
 
+use crate::cluster::{self, ClusterState, CONTROL_SHARD};
 use crate::config::BrokerConfig;
 use crate::connection::{ConnectionLimits, Handler, LocalFuture, Reply};
 use crate::server::{self, ListenerConfig, ListenerShared};
+use crate::topics::{TopicStore, TopicsSnapshot};
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot load topic metadata: {0}")]
+    Topics(#[from] crate::topics::TopicError),
     #[error("cannot read or create the cluster id: {0}")]
     ClusterId(#[source] std::io::Error),
     #[error(transparent)]
@@ -40,6 +44,7 @@ pub enum BrokerError {
 pub struct ShardState {
     pub config: Arc<BrokerConfig>,
     pub cluster_id: Arc<str>,
+    pub cluster: ClusterState,
 }
 
 /// The shard context every handler gets.
@@ -59,6 +64,11 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     let cluster_id: Arc<str> = crate::data_dir::load_or_create_cluster_id(&config.data_dir)
         .map_err(BrokerError::ClusterId)?
         .into();
+    let store = TopicStore::open(&config.data_dir, config.shards)?;
+    let initial = store.snapshot();
+    // The store itself goes to the control shard, its single writer; every shard starts from
+    // the same snapshot.
+    let store = Arc::new(std::sync::Mutex::new(Some(store)));
     let config = Arc::new(config);
     let runtime = RuntimeConfig {
         nr_shards: config.shards,
@@ -72,7 +82,19 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
         let shared = shared.clone();
         let listening = listening.clone();
         let cluster_id = cluster_id.clone();
-        async move { run_shard(boot, config, cluster_id, shared, listening).await }
+        let initial = initial.clone();
+        let store = if boot.id() == CONTROL_SHARD {
+            store.lock().ok().and_then(|mut s| s.take())
+        } else {
+            None
+        };
+        let boot_state = BootState {
+            config,
+            cluster_id,
+            initial,
+            store,
+        };
+        async move { run_shard(boot, boot_state, shared, listening).await }
     })?;
     for (i, result) in results.into_iter().enumerate() {
         result.map_err(|message| BrokerError::Shard {
@@ -83,14 +105,27 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     Ok(())
 }
 
+/// What a shard starts from.
+struct BootState {
+    config: Arc<BrokerConfig>,
+    cluster_id: Arc<str>,
+    initial: Arc<TopicsSnapshot>,
+    store: Option<TopicStore>,
+}
+
 /// Runs on shard `boot.id()` for the broker's whole life.
 async fn run_shard(
     boot: ShardBoot<ShardState>,
-    config: Arc<BrokerConfig>,
-    cluster_id: Arc<str>,
+    boot_state: BootState,
     shared: Arc<ListenerShared>,
     listening: Arc<AtomicU32>,
 ) -> Result<(), String> {
+    let BootState {
+        config,
+        cluster_id,
+        initial,
+        store,
+    } = boot_state;
     let id = boot.id();
     let nr_shards = boot.nr_shards();
     shard::prime_dma_probe(&config.data_dir)
@@ -100,9 +135,12 @@ async fn run_shard(
         .start(ShardState {
             config: config.clone(),
             cluster_id,
+            cluster: ClusterState::new(initial.clone(), store),
         })
         .await
         .map_err(|e| e.to_string())?;
+    // Open (and recover) this shard's partitions before accepting any connection.
+    cluster::apply_snapshot(&ctx, initial).await;
     let listener = server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     listening.fetch_add(1, Ordering::SeqCst);
@@ -128,6 +166,7 @@ async fn run_shard(
     };
     let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
     server::accept_loop(listener, listener_config, shared, handler).await;
+    cluster::close_all(&ctx).await;
     ctx.close_mesh();
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod data_dir;
 pub mod errors;
 pub mod handlers;
 pub mod server;
+pub mod topic_configs;
+pub mod topics;

@@ -1,0 +1,273 @@
+//! A shard's view of the cluster: the latest topics snapshot, the partitions this shard is the
+//! home of, and the ways to reach a partition or change topics from any shard.
+//!
+//! Partition state lives only on the partition's home shard. A handler running on a
+//! connection's shard reaches it with [`with_partition`], which sends the work through the mesh
+//! (or runs it in place when the connection's shard is the home). Topic changes go to the
+//! control shard (shard 0) with [`change_topics`], which persists them and publishes the new
+//! snapshot to every shard before answering, so when a CreateTopics response reaches the client
+//! every shard already knows the topic and its partitions are open.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use sluice_engine::partition::{Partition, ShardContext};
+use sluice_engine::types::{ShardId, TopicPartition};
+
+use crate::broker::BrokerCtx;
+use crate::errors;
+use crate::topics::{TopicError, TopicStore, TopicsSnapshot};
+
+/// The control shard: the single writer of topic metadata.
+pub const CONTROL_SHARD: ShardId = ShardId(0);
+
+/// A partition this shard is the home of.
+#[derive(Clone)]
+pub enum Slot {
+    Online(Partition),
+    /// Recovery found corruption it must not repair; the partition answers KAFKA_STORAGE_ERROR
+    /// and the rest of the broker keeps working.
+    Offline(Arc<str>),
+}
+
+/// The cluster state a shard holds.
+///
+/// Owned by its shard; never crosses cores.
+pub struct ClusterState {
+    topics: RefCell<Arc<TopicsSnapshot>>,
+    partitions: RefCell<HashMap<TopicPartition, Slot>>,
+    engine: ShardContext,
+    /// The topic store; `Some` only on the control shard.
+    store: Option<RefCell<TopicStore>>,
+}
+
+impl ClusterState {
+    /// A shard's initial state; `store` is given to the control shard only.
+    pub fn new(initial: Arc<TopicsSnapshot>, store: Option<TopicStore>) -> ClusterState {
+        ClusterState {
+            topics: RefCell::new(initial),
+            partitions: RefCell::new(HashMap::new()),
+            engine: ShardContext::default(),
+            store: store.map(RefCell::new),
+        }
+    }
+
+    /// The latest topics snapshot this shard has.
+    pub fn topics(&self) -> Arc<TopicsSnapshot> {
+        self.topics.borrow().clone()
+    }
+
+    /// The engine's shard-level objects (flusher, batch cache).
+    pub fn engine(&self) -> &ShardContext {
+        &self.engine
+    }
+
+    /// The partition slot, if this shard is its home.
+    pub fn slot(&self, tp: &TopicPartition) -> Option<Slot> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// Every online partition this shard owns.
+    pub fn online_partitions(&self) -> Vec<Partition> {
+        self.partitions
+            .borrow()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Online(p) => Some(p.clone()),
+                Slot::Offline(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Why a partition could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PartitionError {
+    #[error("unknown topic or partition {0}")]
+    Unknown(TopicPartition),
+    #[error("partition {tp} is offline: {reason}")]
+    Offline {
+        tp: TopicPartition,
+        reason: Arc<str>,
+    },
+    #[error("the home shard of {tp} is unavailable: {reason}")]
+    ShardUnavailable { tp: TopicPartition, reason: String },
+}
+
+impl PartitionError {
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            PartitionError::Unknown(_) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            PartitionError::Offline { .. } => errors::KAFKA_STORAGE_ERROR,
+            PartitionError::ShardUnavailable { .. } => errors::NOT_LEADER_OR_FOLLOWER,
+        }
+    }
+}
+
+/// Runs `work` with the partition `tp` on its home shard and returns the result here.
+///
+/// Runs on the calling shard; `work` runs on the partition's home shard.
+pub async fn with_partition<R, F, Fut>(
+    ctx: &Rc<BrokerCtx>,
+    tp: TopicPartition,
+    work: F,
+) -> Result<R, PartitionError>
+where
+    F: FnOnce(Partition) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let Some(home) = ctx.state().cluster.topics().shard_for(&tp) else {
+        return Err(PartitionError::Unknown(tp));
+    };
+    let tp_for_err = tp.clone();
+    ctx.call(home, move |home_ctx: Rc<BrokerCtx>| async move {
+        match home_ctx.state().cluster.slot(&tp) {
+            Some(Slot::Online(p)) => Ok(work(p).await),
+            Some(Slot::Offline(reason)) => Err(PartitionError::Offline { tp, reason }),
+            // The snapshot the caller routed by may be newer or older than the home's: the
+            // partition is not (yet, or any more) open here.
+            None => Err(PartitionError::Unknown(tp)),
+        }
+    })
+    .await
+    .map_err(|e| PartitionError::ShardUnavailable {
+        tp: tp_for_err,
+        reason: e.to_string(),
+    })?
+}
+
+/// Applies a change to the topic store on the control shard, publishes the resulting snapshot
+/// to every shard, and returns the change's result once every shard has applied it.
+///
+/// Runs on the calling shard; `change` runs on the control shard.
+pub async fn change_topics<F>(
+    ctx: &Rc<BrokerCtx>,
+    change: F,
+) -> Result<Arc<TopicsSnapshot>, TopicError>
+where
+    F: FnOnce(&mut TopicStore) -> Result<Arc<TopicsSnapshot>, TopicError> + Send + 'static,
+{
+    let outcome = ctx
+        .call(CONTROL_SHARD, move |control: Rc<BrokerCtx>| async move {
+            let snapshot = {
+                let Some(store) = control.state().cluster.store.as_ref() else {
+                    return Err(TopicError::Storage(
+                        "the control shard has no topic store".into(),
+                    ));
+                };
+                // No await while the store is borrowed: changes apply one at a time.
+                let mut store = store.borrow_mut();
+                change(&mut store)?
+            };
+            publish(&control, snapshot.clone()).await;
+            Ok(snapshot)
+        })
+        .await;
+    match outcome {
+        Ok(result) => result,
+        Err(e) => Err(TopicError::Storage(format!(
+            "the control shard is unavailable: {e}"
+        ))),
+    }
+}
+
+/// Sends `snapshot` to every shard and waits until each has applied it.
+///
+/// Runs on the control shard.
+async fn publish(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) {
+    let results = ctx
+        .call_all(move |shard: Rc<BrokerCtx>| async move {
+            apply_snapshot(&shard, snapshot).await;
+        })
+        .await;
+    for (i, r) in results.into_iter().enumerate() {
+        if let Err(e) = r {
+            tracing::warn!(shard = i, error = %e, "a shard did not apply the topics snapshot");
+        }
+    }
+}
+
+/// Makes this shard's partitions match `snapshot`: opens the partitions that are now homed
+/// here, closes and deletes the data of partitions whose topic was deleted. Older snapshots
+/// than the current one are ignored.
+///
+/// Runs on the shard being updated.
+pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) {
+    let state = &ctx.state().cluster;
+    let previous = state.topics();
+    if snapshot.version < previous.version {
+        return;
+    }
+    *state.topics.borrow_mut() = snapshot.clone();
+    let me = ctx.id();
+    let data_dir = ctx.state().config.data_dir.clone();
+
+    // Partitions to drop: those that are open here but no longer homed here.
+    let gone: Vec<(TopicPartition, Slot)> = state
+        .partitions
+        .borrow()
+        .iter()
+        .filter(|(tp, _)| snapshot.shard_for(tp) != Some(me))
+        .map(|(tp, slot)| (tp.clone(), slot.clone()))
+        .collect();
+    for (tp, slot) in gone {
+        state.partitions.borrow_mut().remove(&tp);
+        if let Slot::Online(p) = slot {
+            if let Err(e) = p.close().await {
+                tracing::warn!(%tp, error = %e, "closing a deleted partition failed");
+            }
+        }
+        // The topic was deleted (partitions never move between shards yet): its data goes.
+        // A topic re-created under the same name must start empty.
+        if snapshot.topic(&tp.topic).is_none() {
+            let dir = data_dir.join(tp.dir_name());
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%tp, error = %e, "cannot delete partition data");
+                }
+            }
+        }
+    }
+
+    // Partitions to open: homed here but not open yet.
+    let wanted = snapshot.placement.partitions_of(me);
+    for tp in wanted {
+        if state.partitions.borrow().contains_key(&tp) {
+            continue;
+        }
+        let Some(meta) = snapshot.topic(&tp.topic) else {
+            continue;
+        };
+        let slot = match Partition::open(
+            &data_dir,
+            tp.clone(),
+            meta.log_config.clone(),
+            state.engine.clone(),
+        )
+        .await
+        {
+            Ok(p) => Slot::Online(p),
+            Err(e) => {
+                tracing::error!(%tp, error = %e, "partition is offline");
+                Slot::Offline(Arc::from(e.to_string()))
+            }
+        };
+        state.partitions.borrow_mut().insert(tp, slot);
+    }
+}
+
+/// Closes every partition of this shard (flushing what is buffered). Called at shutdown.
+///
+/// Runs on the shard being stopped.
+pub async fn close_all(ctx: &Rc<BrokerCtx>) {
+    let partitions = ctx.state().cluster.online_partitions();
+    for p in partitions {
+        if let Err(e) = p.close().await {
+            tracing::warn!(tp = %p.topic_partition(), error = %e, "close failed");
+        }
+    }
+}
