@@ -169,9 +169,7 @@ impl<'a> BatchView<'a> {
                 reason: Corruption::LengthPastEnd,
             });
         }
-        Ok(BatchView {
-            buf: &buf[..total],
-        })
+        Ok(BatchView { buf: &buf[..total] })
     }
 
     /// Full validation of a batch received from a producer or read back during recovery:

@@ -99,9 +99,7 @@ impl BatchCache {
             let mut total = first.bytes.len();
             let mut next = first.next_offset;
             for (_, b) in map.range(next..) {
-                if b.base_offset != next
-                    || b.next_offset > end
-                    || total + b.bytes.len() > max_bytes
+                if b.base_offset != next || b.next_offset > end || total + b.bytes.len() > max_bytes
                 {
                     break;
                 }

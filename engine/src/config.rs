@@ -114,11 +114,17 @@ impl LogConfig {
                 )? as u64;
             }
             "segment.ms" => {
-                self.segment_ms = in_range("segment.ms", v, parse_i64("segment.ms", v)?, 1, i64::MAX)?
+                self.segment_ms =
+                    in_range("segment.ms", v, parse_i64("segment.ms", v)?, 1, i64::MAX)?
             }
             "retention.ms" => {
-                self.retention_ms =
-                    in_range("retention.ms", v, parse_i64("retention.ms", v)?, -1, i64::MAX)?
+                self.retention_ms = in_range(
+                    "retention.ms",
+                    v,
+                    parse_i64("retention.ms", v)?,
+                    -1,
+                    i64::MAX,
+                )?
             }
             "retention.bytes" => {
                 self.retention_bytes = in_range(
@@ -148,19 +154,26 @@ impl LogConfig {
                 self.message_timestamp_type = match v {
                     "CreateTime" => MessageTimestampType::CreateTime,
                     "LogAppendTime" => MessageTimestampType::LogAppendTime,
-                    _ => return Err(invalid(
-                        "message.timestamp.type",
-                        v,
-                        "must be CreateTime or LogAppendTime",
-                    )),
+                    _ => {
+                        return Err(invalid(
+                            "message.timestamp.type",
+                            v,
+                            "must be CreateTime or LogAppendTime",
+                        ))
+                    }
                 }
             }
             "flush.ms" => {
                 self.flush_ms = in_range("flush.ms", v, parse_i64("flush.ms", v)?, 0, i64::MAX)?
             }
             "flush.messages" => {
-                self.flush_messages =
-                    in_range("flush.messages", v, parse_i64("flush.messages", v)?, 1, i64::MAX)?
+                self.flush_messages = in_range(
+                    "flush.messages",
+                    v,
+                    parse_i64("flush.messages", v)?,
+                    1,
+                    i64::MAX,
+                )?
             }
             "cleanup.policy" => {
                 let mut parts: Vec<&str> = v.split(',').map(str::trim).collect();
@@ -170,11 +183,13 @@ impl LogConfig {
                     ["delete"] => CleanupPolicy::Delete,
                     ["compact"] => CleanupPolicy::Compact,
                     ["compact", "delete"] => CleanupPolicy::CompactDelete,
-                    _ => return Err(invalid(
-                        "cleanup.policy",
-                        v,
-                        "must be delete, compact or compact,delete",
-                    )),
+                    _ => {
+                        return Err(invalid(
+                            "cleanup.policy",
+                            v,
+                            "must be delete, compact or compact,delete",
+                        ))
+                    }
                 }
             }
             _ => {
@@ -212,7 +227,11 @@ fn parse_i64(name: &'static str, v: &str) -> Result<i64> {
 
 fn in_range(name: &'static str, v: &str, n: i64, min: i64, max: i64) -> Result<i64> {
     if n < min || n > max {
-        return Err(invalid(name, v, &format!("must be between {min} and {max}")));
+        return Err(invalid(
+            name,
+            v,
+            &format!("must be between {min} and {max}"),
+        ));
     }
     Ok(n)
 }
@@ -246,7 +265,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.segment_bytes, 1 << 20);
         assert_eq!(c.retention_ms, -1);
-        assert_eq!(c.message_timestamp_type, MessageTimestampType::LogAppendTime);
+        assert_eq!(
+            c.message_timestamp_type,
+            MessageTimestampType::LogAppendTime
+        );
         assert_eq!(c.cleanup_policy, CleanupPolicy::CompactDelete);
         assert!(c.deletes());
         let e = LogConfig::from_pairs([("segment.bytes", "12")]).unwrap_err();

@@ -26,7 +26,7 @@ pub trait LogFile {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     async fn sync(&self) -> io::Result<()>;
     async fn set_len(&self, len: u64) -> io::Result<()>;
-    async fn len(&self) -> io::Result<u64>;
+    async fn size(&self) -> io::Result<u64>;
     fn path(&self) -> &Path;
 }
 
@@ -78,7 +78,10 @@ impl LogFile for DirectFile {
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<usize> {
         debug_assert_eq!(pos % SECTOR_BYTES, 0);
         debug_assert_eq!(buf.len() as u64 % SECTOR_BYTES, 0);
-        self.file.write_rc_at(buf, pos).await.map_err(io::Error::from)
+        self.file
+            .write_rc_at(buf, pos)
+            .await
+            .map_err(io::Error::from)
     }
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         if len == 0 {
@@ -103,7 +106,7 @@ impl LogFile for DirectFile {
     async fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.truncate(len).await.map_err(io::Error::from)
     }
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(io::Error::from)
     }
     fn path(&self) -> &Path {
@@ -153,7 +156,9 @@ impl LogFile for FaultyFile {
                     let keep = (sectors * SECTOR_BYTES).min(buf.len() as u64) as usize;
                     if keep > 0 {
                         let mut prefix = glommio::allocate_dma_buffer_global(keep);
-                        prefix.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..keep]);
+                        prefix
+                            .as_bytes_mut()
+                            .copy_from_slice(&buf.as_bytes()[..keep]);
                         self.inner.write_at(Rc::new(prefix), pos).await?;
                     }
                 }
@@ -180,8 +185,8 @@ impl LogFile for FaultyFile {
     async fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len).await
     }
-    async fn len(&self) -> io::Result<u64> {
-        self.inner.len().await
+    async fn size(&self) -> io::Result<u64> {
+        self.inner.size().await
     }
     fn path(&self) -> &Path {
         self.inner.path()
@@ -219,10 +224,10 @@ impl LogFile for AnyFile {
             AnyFile::Faulty(f) => f.set_len(len).await,
         }
     }
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         match self {
-            AnyFile::Direct(f) => f.len().await,
-            AnyFile::Faulty(f) => f.len().await,
+            AnyFile::Direct(f) => f.size().await,
+            AnyFile::Faulty(f) => f.size().await,
         }
     }
     fn path(&self) -> &Path {
@@ -285,12 +290,12 @@ mod tests {
                 .await
                 .unwrap();
             f.write_at(sector_buf(7, 2), 0).await.unwrap();
-            assert_eq!(f.len().await.unwrap(), 8192);
+            assert_eq!(f.size().await.unwrap(), 8192);
             let got = f.read_at(100, 10).await.unwrap();
             assert_eq!(&got[..], &[7u8; 10]);
             f.set_len(5000).await.unwrap();
             f.sync().await.unwrap();
-            assert_eq!(f.len().await.unwrap(), 5000);
+            assert_eq!(f.size().await.unwrap(), 5000);
             assert_eq!(f.read_at(4990, 100).await.unwrap().len(), 10);
         });
     }
@@ -307,12 +312,12 @@ mod tests {
                 .unwrap();
             plan.write_fault.set(Some(WriteFault::Eio));
             assert!(f.write_at(sector_buf(1, 1), 0).await.is_err());
-            assert_eq!(f.len().await.unwrap(), 0);
+            assert_eq!(f.size().await.unwrap(), 0);
             plan.write_fault.set(Some(WriteFault::Torn { sectors: 1 }));
             plan.writes_before_fault.set(1);
             f.write_at(sector_buf(2, 1), 0).await.unwrap();
             assert!(f.write_at(sector_buf(3, 3), 4096).await.is_err());
-            assert_eq!(f.len().await.unwrap(), 8192, "one torn sector landed");
+            assert_eq!(f.size().await.unwrap(), 8192, "one torn sector landed");
             plan.sync_eio.set(true);
             assert!(f.sync().await.is_err());
             plan.read_eio.set(true);

@@ -461,7 +461,8 @@ impl Partition {
             }
         }
         let seg = inner.segment_for(offset)?;
-        seg.ensure_indexes(inner.config.index_interval_bytes).await?;
+        seg.ensure_indexes(inner.config.index_interval_bytes)
+            .await?;
         let readable = seg.readable();
         let from = seg
             .meta
@@ -539,8 +540,12 @@ impl Partition {
             if max_ts.is_none_or(|(t, _)| t < ts) {
                 continue;
             }
-            let mut scanner =
-                Scanner::new(seg.file(), start.0, seg.readable(), inner.locate_chunk_bytes());
+            let mut scanner = Scanner::new(
+                seg.file(),
+                start.0,
+                seg.readable(),
+                inner.locate_chunk_bytes(),
+            );
             loop {
                 match scanner.next(false).await? {
                     ScanItem::Batch { header, .. } => {
@@ -598,7 +603,8 @@ impl Partition {
             });
         }
         let seg = inner.segment_for(offset)?;
-        seg.ensure_indexes(inner.config.index_interval_bytes).await?;
+        seg.ensure_indexes(inner.config.index_interval_bytes)
+            .await?;
         let readable = seg.readable();
         let from = seg
             .meta
@@ -909,8 +915,8 @@ impl Inner {
         let cfg = &self.config;
         let (count_due, arm_timer) = {
             let mut st = self.st.borrow_mut();
-            let count_due = cfg.flush_messages != FLUSH_OFF
-                && st.unflushed_records >= cfg.flush_messages;
+            let count_due =
+                cfg.flush_messages != FLUSH_OFF && st.unflushed_records >= cfg.flush_messages;
             let arm = cfg.flush_ms != FLUSH_OFF && !st.flush_timer_armed;
             if arm {
                 st.flush_timer_armed = true;

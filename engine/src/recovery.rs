@@ -61,7 +61,7 @@ pub struct TailRecovery {
 pub async fn recover_last_segment(seg: &Segment, interval_bytes: u32) -> Result<TailRecovery> {
     let file_len = seg
         .file()
-        .len()
+        .size()
         .await
         .map_err(|e| Error::io("stat segment", seg.log_path(), e))?;
     let mut fresh = SegmentMeta {
@@ -180,7 +180,9 @@ pub async fn check_closed_segment(
         return Err(Error::CorruptLog {
             segment: seg.log_path(),
             pos: FilePos(readable),
-            detail: format!("closed segment ends at offset {next} but the next segment starts at {next_base}"),
+            detail: format!(
+                "closed segment ends at offset {next} but the next segment starts at {next_base}"
+            ),
         });
     }
     Ok(())

@@ -70,7 +70,7 @@ impl Segment {
             .await
             .map_err(|e| Error::io("open segment", &path, e))?;
         let len = file
-            .len()
+            .size()
             .await
             .map_err(|e| Error::io("stat segment", &path, e))?;
         Ok(Segment {

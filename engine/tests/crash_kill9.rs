@@ -3,6 +3,7 @@
 //! parent kills it at random moments, reopens the log and checks that every acknowledged batch
 //! is present and byte-identical, and that the log is a contiguous run of valid batches (a torn
 //! write never shows up as data).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
 
@@ -23,7 +24,10 @@ const CHILD_ENV: &str = "SLUICE_CRASH_CHILD_DIR";
 const ROUNDS: u32 = 20;
 
 fn cfg() -> Arc<LogConfig> {
-    Arc::new(LogConfig::from_pairs([("segment.bytes", "65536"), ("index.interval.bytes", "1024")]).unwrap())
+    Arc::new(
+        LogConfig::from_pairs([("segment.bytes", "65536"), ("index.interval.bytes", "1024")])
+            .unwrap(),
+    )
 }
 
 /// The batch a writer sends for its `seq`-th append.
@@ -45,9 +49,14 @@ fn crash_child() {
         return;
     };
     let root = std::path::PathBuf::from(dir);
-    let round: u32 = std::env::var("SLUICE_CRASH_ROUND").unwrap().parse().unwrap();
+    let round: u32 = std::env::var("SLUICE_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
     run(&root.clone(), || async move {
-        let p = Partition::open(&root, tp(), cfg(), ShardContext::default()).await.unwrap();
+        let p = Partition::open(&root, tp(), cfg(), ShardContext::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for w in 0..4u32 {
             let p = p.clone();
@@ -56,12 +65,7 @@ fn crash_child() {
                     let s = spec(w + round * 4, seq);
                     let b = bytes::Bytes::from(make_batch(s));
                     let info = p.append(b, Durability::Synced).await.unwrap();
-                    println!(
-                        "DURABLE {} {} {}",
-                        info.base_offset.0,
-                        w + round * 4,
-                        seq
-                    );
+                    println!("DURABLE {} {} {}", info.base_offset.0, w + round * 4, seq);
                 }
             }));
         }
@@ -103,7 +107,9 @@ fn every_acknowledged_synced_batch_survives_sigkill() {
                 }
             }
         });
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let wait_ms = 30 + (seed >> 33) % 250;
         std::thread::sleep(Duration::from_millis(wait_ms));
         child.kill().unwrap(); // SIGKILL
@@ -115,7 +121,9 @@ fn every_acknowledged_synced_batch_survives_sigkill() {
         let root = dir.path().to_path_buf();
         let acked_now = acked.clone();
         run(dir.path(), || async move {
-            let p = Partition::open(&root, tp(), cfg(), ShardContext::default()).await.unwrap();
+            let p = Partition::open(&root, tp(), cfg(), ShardContext::default())
+                .await
+                .unwrap();
             eprintln!(
                 "round {round}: {} acknowledged so far, recovery {:?}, log end {}",
                 acked_now.len(),
@@ -145,5 +153,9 @@ fn every_acknowledged_synced_batch_survives_sigkill() {
             p.close().await.unwrap();
         });
     }
-    assert!(acked.len() > ROUNDS as usize, "children acknowledged only {} batches", acked.len());
+    assert!(
+        acked.len() > ROUNDS as usize,
+        "children acknowledged only {} batches",
+        acked.len()
+    );
 }

@@ -1,6 +1,7 @@
 //! Faults injected through the io seam: EIO on write fails the append and acknowledges
 //! nothing; a torn write leaves a tail that recovery removes; a failed fdatasync poisons the
 //! partition for good (never retried); a read error is reported without poisoning.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
 
@@ -31,16 +32,24 @@ fn eio_on_write_fails_the_append_and_acknowledges_nothing() {
         let cfg = small_segments(1 << 20);
         let p = open(&root, &cfg, &ctx).await;
         for i in 0..5 {
-            p.append(batch(1, 100, i, 1), Durability::Written).await.unwrap();
+            p.append(batch(1, 100, i, 1), Durability::Written)
+                .await
+                .unwrap();
         }
         let good = read_all(&p, 0).await;
         plan.write_fault.set(Some(WriteFault::Eio));
-        let e = p.append(batch(1, 100, 9, 2), Durability::Written).await.unwrap_err();
+        let e = p
+            .append(batch(1, 100, 9, 2), Durability::Written)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 56);
         assert_eq!(p.high_watermark(), Offset(5), "nothing new is visible");
         // Poisoned: later appends fail without touching the disk.
         let writes = plan.writes.get();
-        let e = p.append(batch(1, 100, 9, 3), Durability::Buffered).await.unwrap_err();
+        let e = p
+            .append(batch(1, 100, 9, 3), Durability::Buffered)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 56);
         assert_eq!(plan.writes.get(), writes);
         drop(p);
@@ -59,12 +68,17 @@ fn torn_write_is_not_acknowledged_and_recovery_removes_it() {
         let cfg = small_segments(1 << 20);
         let p = open(&root, &cfg, &ctx).await;
         for i in 0..3 {
-            p.append(batch(1, 1000, i, 1), Durability::Synced).await.unwrap();
+            p.append(batch(1, 1000, i, 1), Durability::Synced)
+                .await
+                .unwrap();
         }
         let good = read_all(&p, 0).await;
         // A 40 KB batch of which only the first two sectors of the write land.
         plan.write_fault.set(Some(WriteFault::Torn { sectors: 2 }));
-        let e = p.append(batch(4, 40_000, 9, 2), Durability::Synced).await.unwrap_err();
+        let e = p
+            .append(batch(4, 40_000, 9, 2), Durability::Synced)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 56);
         assert_eq!(p.durable_offset(), Offset(3));
         drop(p);
@@ -83,18 +97,33 @@ fn failed_fdatasync_poisons_the_partition_and_is_never_retried() {
         let (ctx, plan) = faulty_ctx();
         let cfg = small_segments(1 << 20);
         let p = open(&root, &cfg, &ctx).await;
-        p.append(batch(1, 100, 1, 1), Durability::Synced).await.unwrap();
+        p.append(batch(1, 100, 1, 1), Durability::Synced)
+            .await
+            .unwrap();
         assert_eq!(p.durable_offset(), Offset(1));
         plan.sync_eio.set(true);
-        let e = p.append(batch(1, 100, 2, 1), Durability::Synced).await.unwrap_err();
+        let e = p
+            .append(batch(1, 100, 2, 1), Durability::Synced)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 56);
         assert!(e.to_string().contains("fdatasync"), "{e}");
         assert_eq!(p.durable_offset(), Offset(1));
         // Even with the disk healthy again, the partition stays poisoned and does not sync.
         plan.sync_eio.set(false);
         let syncs = plan.syncs.get();
-        for d in [Durability::Buffered, Durability::Written, Durability::Synced] {
-            assert_eq!(p.append(batch(1, 100, 3, 1), d).await.unwrap_err().kafka_code(), 56);
+        for d in [
+            Durability::Buffered,
+            Durability::Written,
+            Durability::Synced,
+        ] {
+            assert_eq!(
+                p.append(batch(1, 100, 3, 1), d)
+                    .await
+                    .unwrap_err()
+                    .kafka_code(),
+                56
+            );
         }
         assert_eq!(p.flush().await.unwrap_err().kafka_code(), 56);
         assert!(p.poisoned().is_some());
@@ -104,11 +133,17 @@ fn failed_fdatasync_poisons_the_partition_and_is_never_retried() {
             &root,
             sluice_engine::types::TopicPartition::new("u", 1),
             cfg.clone(),
-            ShardContext { io: IoBackend::Direct, ..ctx.clone() },
+            ShardContext {
+                io: IoBackend::Direct,
+                ..ctx.clone()
+            },
         )
         .await
         .unwrap();
-        other.append(batch(1, 100, 1, 1), Durability::Synced).await.unwrap();
+        other
+            .append(batch(1, 100, 1, 1), Durability::Synced)
+            .await
+            .unwrap();
         assert_eq!(other.durable_offset(), Offset(1));
     });
 }
@@ -121,13 +156,17 @@ fn read_errors_are_reported_without_poisoning() {
         let (ctx, plan) = faulty_ctx();
         let cfg = small_segments(1 << 20);
         let p = open(&root, &cfg, &ctx).await;
-        p.append(batch(1, 100, 1, 1), Durability::Written).await.unwrap();
+        p.append(batch(1, 100, 1, 1), Durability::Written)
+            .await
+            .unwrap();
         p.close().await.unwrap();
         let p = open(&root, &cfg, &ctx).await;
         plan.read_eio.set(true);
         assert_eq!(p.read(Offset(0), 100).await.unwrap_err().kafka_code(), 56);
         plan.read_eio.set(false);
         assert_eq!(p.read(Offset(0), 100).await.unwrap().len(), 161);
-        p.append(batch(1, 100, 1, 1), Durability::Written).await.unwrap();
+        p.append(batch(1, 100, 1, 1), Durability::Written)
+            .await
+            .unwrap();
     });
 }

@@ -1,6 +1,7 @@
 //! Property: under random appends, reads, truncations, delete-records, retention, clean
 //! reopens and crash reopens, the partition log always matches a simple in-memory model
 //! (a list of batches with their offsets and bytes, and a log start offset).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
 
@@ -104,7 +105,10 @@ async fn check(p: &Partition, m: &Model) {
     // Reading everything from the start gives exactly the model's batches.
     let first = m.containing(m.start);
     let expect: Vec<u8> = match first {
-        Some(i) => m.batches[i..].iter().flat_map(|b| b.bytes.clone()).collect(),
+        Some(i) => m.batches[i..]
+            .iter()
+            .flat_map(|b| b.bytes.clone())
+            .collect(),
         None => Vec::new(),
     };
     assert_eq!(read_all(p, m.start).await, expect, "whole log");
@@ -113,11 +117,16 @@ async fn check(p: &Partition, m: &Model) {
 async fn run_ops(root: std::path::PathBuf, ops: Vec<Op>) {
     let cfg = cfg();
     let ctx = ShardContext::default();
-    let mut p = Partition::open(&root, tp(), cfg.clone(), ctx.clone()).await.unwrap();
+    let mut p = Partition::open(&root, tp(), cfg.clone(), ctx.clone())
+        .await
+        .unwrap();
     let mut m = Model::default();
     for op in ops {
         match op {
-            Op::Append { batches, durability } => {
+            Op::Append {
+                batches,
+                durability,
+            } => {
                 let mut blob = Vec::new();
                 let mut model_new = Vec::new();
                 let mut next = m.end();
@@ -135,8 +144,11 @@ async fn run_ops(root: std::path::PathBuf, ops: Vec<Op>) {
                     next += i64::from(*records);
                     blob.extend_from_slice(&b);
                 }
-                let d = [Durability::Buffered, Durability::Written, Durability::Synced]
-                    [durability as usize];
+                let d = [
+                    Durability::Buffered,
+                    Durability::Written,
+                    Durability::Synced,
+                ][durability as usize];
                 let info = p.append(Bytes::from(blob), d).await.unwrap();
                 assert_eq!(info.base_offset, Offset(m.end()));
                 m.batches.extend(model_new);
@@ -155,10 +167,15 @@ async fn run_ops(root: std::path::PathBuf, ops: Vec<Op>) {
                 match m.containing(o) {
                     None => assert!(bytes.is_empty(), "read at end must be empty"),
                     Some(i) => {
-                        let got: Vec<_> = BatchIter::new(&bytes).map(|b| b.unwrap().1.base_offset().0).collect();
+                        let got: Vec<_> = BatchIter::new(&bytes)
+                            .map(|b| b.unwrap().1.base_offset().0)
+                            .collect();
                         assert_eq!(got[0], m.batches[i].base, "first batch contains the offset");
                         assert!(bytes.len() <= max_bytes || got.len() == 1, "KIP-74 bound");
-                        let want: Vec<u8> = m.batches[i..i + got.len()].iter().flat_map(|b| b.bytes.clone()).collect();
+                        let want: Vec<u8> = m.batches[i..i + got.len()]
+                            .iter()
+                            .flat_map(|b| b.bytes.clone())
+                            .collect();
                         assert_eq!(bytes, want);
                         let slice_total: u64 = r.slices.iter().map(|s| s.len).sum();
                         assert_eq!(slice_total, bytes.len() as u64);
@@ -187,7 +204,10 @@ async fn run_ops(root: std::path::PathBuf, ops: Vec<Op>) {
                 let s = out.log_start_offset.0;
                 assert!(s >= m.start && s <= m.end());
                 if s > m.start {
-                    assert!(m.batches.iter().any(|b| b.base == s) || s == m.end(), "retention cuts at batch boundaries");
+                    assert!(
+                        m.batches.iter().any(|b| b.base == s) || s == m.end(),
+                        "retention cuts at batch boundaries"
+                    );
                     m.start = s;
                     m.batches.retain(|b| b.next > s);
                 }
@@ -196,12 +216,16 @@ async fn run_ops(root: std::path::PathBuf, ops: Vec<Op>) {
             }
             Op::Reopen => {
                 p.close().await.unwrap();
-                p = Partition::open(&root, tp(), cfg.clone(), ctx.clone()).await.unwrap();
+                p = Partition::open(&root, tp(), cfg.clone(), ctx.clone())
+                    .await
+                    .unwrap();
             }
             Op::CrashReopen => {
                 p.flush().await.unwrap();
                 drop(p);
-                p = Partition::open(&root, tp(), cfg.clone(), ShardContext::default()).await.unwrap();
+                p = Partition::open(&root, tp(), cfg.clone(), ShardContext::default())
+                    .await
+                    .unwrap();
             }
             Op::OffsetForTime { pick } => {
                 let ts = i64::from(pick) % (m.ts_counter + 2);

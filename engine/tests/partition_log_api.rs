@@ -1,6 +1,7 @@
 //! The partition API keeps Kafka's log semantics: offsets in call order, KIP-74 reads, offset
 //! ranges, list-offsets by time, segment rolls, truncation, delete-records and retention, all
 //! surviving a clean close and reopen.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
 
@@ -68,7 +69,13 @@ fn append_assigns_offsets_and_reads_back_whole_batches() {
         assert_eq!(read_all(&p, 0).await, before);
         let v = BatchView::parse(&before, 0).unwrap();
         v.validate(0, 1 << 20).unwrap();
-        assert_eq!(p.append(batch(1, 10, 1, 9), Durability::Written).await.unwrap().base_offset, Offset(6));
+        assert_eq!(
+            p.append(batch(1, 10, 1, 9), Durability::Written)
+                .await
+                .unwrap()
+                .base_offset,
+            Offset(6)
+        );
     });
 }
 
@@ -84,17 +91,35 @@ fn invalid_batches_are_rejected_before_anything_is_written() {
         let mut bad = batch(1, 10, 1, 2).to_vec();
         bad[40] ^= 0xff;
         blob.extend_from_slice(&bad);
-        let e = p.append(Bytes::from(blob), Durability::Written).await.unwrap_err();
+        let e = p
+            .append(Bytes::from(blob), Durability::Written)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 2);
         assert_eq!(p.log_end_offset(), Offset(0));
-        let e = p.append(Bytes::new(), Durability::Written).await.unwrap_err();
+        let e = p
+            .append(Bytes::new(), Durability::Written)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 87);
-        let cfg_small = std::sync::Arc::new(LogConfig::from_pairs([("max.message.bytes", "100")]).unwrap());
+        let cfg_small =
+            std::sync::Arc::new(LogConfig::from_pairs([("max.message.bytes", "100")]).unwrap());
         let dir2 = root.join("other");
-        let q = sluice_engine::partition::Partition::open(&dir2, tp(), cfg_small, ctx.clone()).await.unwrap();
-        let e = q.append(batch(1, 200, 1, 1), Durability::Written).await.unwrap_err();
+        let q = sluice_engine::partition::Partition::open(&dir2, tp(), cfg_small, ctx.clone())
+            .await
+            .unwrap();
+        let e = q
+            .append(batch(1, 200, 1, 1), Durability::Written)
+            .await
+            .unwrap_err();
         assert_eq!(e.kafka_code(), 10);
-        assert_eq!(p.append(batch(1, 10, 1, 1), Durability::Written).await.unwrap().base_offset, Offset(0));
+        assert_eq!(
+            p.append(batch(1, 10, 1, 1), Durability::Written)
+                .await
+                .unwrap()
+                .base_offset,
+            Offset(0)
+        );
     });
 }
 
@@ -124,7 +149,10 @@ fn concurrent_appends_keep_call_order_and_coalesce_writes() {
         assert_eq!(p.durable_offset(), Offset(200));
         // 200 synced appends share far fewer flush rounds.
         assert!(ctx.flusher.rounds() < 50, "rounds {}", ctx.flusher.rounds());
-        assert_eq!(p.write_buffer_bytes() <= 4096, true, "idle writer released its buffer");
+        assert!(
+            p.write_buffer_bytes() <= 4096,
+            "idle writer released its buffer"
+        );
         let all = read_all(&p, 0).await;
         assert_eq!(BatchIter::new(&all).count(), 200);
     });
@@ -196,12 +224,18 @@ fn truncate_delete_records_and_retention_move_the_log_bounds() {
         assert_eq!(p.log_end_offset(), Offset(30));
         assert!(p.segment_count() < segs);
         assert!(p.read(Offset(30), 100).await.unwrap().is_empty());
-        let info = p.append(batch(1, 500, 5_000, 7), Durability::Written).await.unwrap();
+        let info = p
+            .append(batch(1, 500, 5_000, 7), Durability::Written)
+            .await
+            .unwrap();
         assert_eq!(info.base_offset, Offset(30));
         // Delete records: persisted log start.
         assert_eq!(p.delete_records(Offset(12)).await.unwrap(), Offset(12));
         assert_eq!(p.read(Offset(11), 10).await.unwrap_err().kafka_code(), 1);
-        assert_eq!(p.delete_records(Offset(99)).await.unwrap_err().kafka_code(), 1);
+        assert_eq!(
+            p.delete_records(Offset(99)).await.unwrap_err().kafka_code(),
+            1
+        );
         let before = read_all(&p, 12).await;
         p.close().await.unwrap();
         let p = open(&root, &cfg, &ShardContext::default()).await;
@@ -210,10 +244,22 @@ fn truncate_delete_records_and_retention_move_the_log_bounds() {
         assert_eq!(read_all(&p, 12).await, before);
         // Size retention keeps at least retention.bytes; the active segment is never deleted.
         let cfg_ret = std::sync::Arc::new(
-            LogConfig::from_pairs([("segment.bytes", "4096"), ("retention.bytes", "5000"), ("retention.ms", "-1")]).unwrap(),
+            LogConfig::from_pairs([
+                ("segment.bytes", "4096"),
+                ("retention.bytes", "5000"),
+                ("retention.ms", "-1"),
+            ])
+            .unwrap(),
         );
         p.close().await.unwrap();
-        let p = sluice_engine::partition::Partition::open(&root, tp(), cfg_ret, ShardContext::default()).await.unwrap();
+        let p = sluice_engine::partition::Partition::open(
+            &root,
+            tp(),
+            cfg_ret,
+            ShardContext::default(),
+        )
+        .await
+        .unwrap();
         let out = enforce_retention(&p, 0).await.unwrap();
         assert!(out.deleted_segments > 0);
         assert!(p.size_bytes() >= 5000, "size {}", p.size_bytes());
@@ -224,7 +270,14 @@ fn truncate_delete_records_and_retention_move_the_log_bounds() {
             LogConfig::from_pairs([("segment.bytes", "4096"), ("retention.ms", "1000")]).unwrap(),
         );
         p.close().await.unwrap();
-        let p = sluice_engine::partition::Partition::open(&root, tp(), cfg_time, ShardContext::default()).await.unwrap();
+        let p = sluice_engine::partition::Partition::open(
+            &root,
+            tp(),
+            cfg_time,
+            ShardContext::default(),
+        )
+        .await
+        .unwrap();
         let out = enforce_retention(&p, 1_000_000).await.unwrap();
         assert_eq!(p.segment_count(), 1);
         assert!(out.log_start_offset > Offset(12));
@@ -241,7 +294,10 @@ fn log_append_time_topics_stamp_batches() {
             LogConfig::from_pairs([("message.timestamp.type", "LogAppendTime")]).unwrap(),
         );
         let p = open(&root, &cfg, &ShardContext::default()).await;
-        let info = p.append(batch(1, 10, 5, 1), Durability::Written).await.unwrap();
+        let info = p
+            .append(batch(1, 10, 5, 1), Durability::Written)
+            .await
+            .unwrap();
         assert!(info.log_append_time > 1_600_000_000_000);
         let r = p.read(Offset(0), 100).await.unwrap();
         let v = BatchView::parse(&r.chunks[0], 0).unwrap();

@@ -2,6 +2,7 @@
 //! in half, a CRC byte flipped (last batch → truncated; earlier → partition offline), a zeroed
 //! tail, missing and stale indexes, and a crash without a clean close. Every case reopens the
 //! partition repeatedly and checks exactly which data survives.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
 
@@ -95,7 +96,11 @@ fn append_bytes(path: &Path, bytes: &[u8]) {
 }
 
 fn patch(path: &Path, at: u64, f: impl FnOnce(u8) -> u8) {
-    let mut file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     file.seek(SeekFrom::Start(at)).unwrap();
     std::io::Read::read_exact(&mut file, &mut b).unwrap();
@@ -124,9 +129,15 @@ fn garbage_appended_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let all = build_log(dir.path(), 30, true);
     let last = segment_files(dir.path()).pop().unwrap();
-    append_bytes(&last, b"this is not a record batch at all, just garbage bytes!!!!!!!!!!!!!!!");
+    append_bytes(
+        &last,
+        b"this is not a record batch at all, just garbage bytes!!!!!!!!!!!!!!!",
+    );
     let (case, end, data) = reopen(dir.path()).unwrap();
-    assert!(matches!(case, TailCase::TornBatch | TailCase::CorruptLastBatch), "{case:?}");
+    assert!(
+        matches!(case, TailCase::TornBatch | TailCase::CorruptLastBatch),
+        "{case:?}"
+    );
     assert_eq!(end, Offset(30));
     assert_eq!(data, all);
     let (case, _, data) = reopen(dir.path()).unwrap();
@@ -178,10 +189,18 @@ fn crc_flip_before_valid_batches_takes_only_that_partition_offline() {
     // Another partition in the same root keeps working.
     let root = dir.path().to_path_buf();
     run(dir.path(), || async move {
-        let other = Partition::open(&root, TopicPartition::new("u", 0), cfg(), ShardContext::default())
+        let other = Partition::open(
+            &root,
+            TopicPartition::new("u", 0),
+            cfg(),
+            ShardContext::default(),
+        )
+        .await
+        .unwrap();
+        other
+            .append(batch(1, 10, 1, 1), Durability::Synced)
             .await
             .unwrap();
-        other.append(batch(1, 10, 1, 1), Durability::Synced).await.unwrap();
     });
 }
 

@@ -1,5 +1,5 @@
 //! Shared helpers of the engine's integration tests: an executor, test batches, partitions.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;
