@@ -706,10 +706,12 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
                 );
             }
             let _ = writeln!(out, "                        _ => this.unknown_tagged_fields.push((tag, crate::rt::rest(&mut sub))),");
+            let _ = writeln!(out, "                    }}\n                }}");
             let _ = writeln!(
                 out,
-                "                    }}\n                }}\n            }}"
+                "                crate::rt::sort_unknown(&mut this.unknown_tagged_fields);"
             );
+            let _ = writeln!(out, "            }}");
         }
         let _ = writeln!(
             out,
@@ -915,7 +917,7 @@ fn gen_value(m: &MessageDef, f: &FieldDef) -> String {
     let ty = f.ty.as_str();
     let inner = if is_array(ty) {
         format!(
-            "(0..r.len()).map(|_| {}).collect::<::std::vec::Vec<_>>()",
+            "(0..r.count()).map(|_| {}).collect::<::std::vec::Vec<_>>()",
             gen_elem(m, elem_type(ty))
         )
     } else {

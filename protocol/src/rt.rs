@@ -78,6 +78,16 @@ pub fn rest(d: &mut Decoder) -> Bytes {
     d.slice(n).unwrap_or_default()
 }
 
+/// Puts decoded unknown tagged fields in ascending tag order (a stable sort, only when a
+/// sender wrote them out of order), so that a decoded value re-encodes to bytes that decode
+/// to the same value.
+#[inline]
+pub fn sort_unknown(fields: &mut [(u32, Bytes)]) {
+    if !fields.is_sorted_by_key(|f| f.0) {
+        fields.sort_by_key(|f| f.0);
+    }
+}
+
 /// Unknown tagged fields in ascending tag order (Kafka requires ascending order on the wire,
 /// and a caller may have pushed them in any order).
 #[inline]

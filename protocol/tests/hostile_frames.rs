@@ -4,6 +4,9 @@
 //! in memory — measured by a counting global allocator that records, per thread, the peak of
 //! live bytes and the largest single allocation while a frame is decoded.
 
+// Test helpers outside #[test] functions may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

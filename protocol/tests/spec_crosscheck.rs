@@ -8,6 +8,9 @@
 //! `$SLUICE_KAFKA_SPECS`. They are present on every developer machine and in CI; when they
 //! are absent the test prints a note and checks nothing.
 
+// Test helpers outside #[test] functions may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../build_support/defs.rs"]
 mod defs;
 
