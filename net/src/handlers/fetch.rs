@@ -1,0 +1,615 @@
+//! Fetch (key 1): reads record batches from partitions, with long polling and fetch sessions.
+//!
+//! The handler runs on the connection's shard:
+//! 1. It resolves the request's session fields ([`crate::fetch_sessions`]) into the list of
+//!    partitions to read (the request's own for a full fetch, the session's for an incremental).
+//! 2. It reads them with one mesh call per home shard (the shards read concurrently), each
+//!    partition from its fetch offset up to its `partition_max_bytes`, then trims the results in
+//!    request order to the request's `max_bytes` at batch boundaries, always keeping the first
+//!    batch found (KIP-74) so a record larger than every limit can still be consumed.
+//! 3. With fewer than `min_bytes` found, no error, and time left before `max_wait_ms`, it sends
+//!    one wait job to each home shard ([`crate::notify`]), sleeps until the first of them says
+//!    an append arrived (or the deadline passes), and reads again. Nothing busy-polls.
+//!
+//! The records of a partition are returned as the `Bytes` the engine read (from its batch cache
+//! or the segment file); when a read returns several chunks they are joined into one, which is
+//! a copy — the response's `records` field takes one `Bytes` (noted as a limitation).
+//! Transactions do not exist yet, so the last stable offset is the high watermark and
+//! read_committed reads what read_uncommitted reads.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sluice_engine::batch::peek_offset_and_len;
+use sluice_engine::error::Error as EngineError;
+use sluice_engine::types::{Offset, ShardId, TopicPartition};
+use sluice_protocol::messages::fetch_request::FetchRequest;
+use sluice_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use sluice_protocol::messages::request_header::RequestHeader;
+use sluice_protocol::Uuid;
+
+use crate::broker::BrokerCtx;
+use crate::cluster::Slot;
+use crate::errors;
+use crate::fetch_sessions::{PartKey, PartWant, Resolved, TopicRef};
+use crate::topics::TopicsSnapshot;
+
+/// Versions served. v0–v3 can only return the pre-v2 message formats to their clients, which
+/// Kafka 4 no longer serves either; every current client fetches with v4+.
+pub const VERSIONS: (i16, i16) = (4, 17);
+
+/// Longest a fetch waits, whatever it asks: a bound on how long a waiter can be registered.
+const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+/// One partition to read, resolved against the topics snapshot.
+#[derive(Debug, Clone)]
+struct Target {
+    key: PartKey,
+    want: PartWant,
+    /// The partition, if the topic and partition exist; otherwise `error` says why not.
+    tp: Option<TopicPartition>,
+    home: Option<ShardId>,
+    error: i16,
+}
+
+/// What reading one partition produced, sent back from its home shard.
+#[derive(Debug, Clone, Default)]
+pub struct PartRead {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<Bytes>,
+}
+
+impl PartRead {
+    fn error(code: i16) -> PartRead {
+        PartRead {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+/// Runs on the connection's shard.
+pub async fn handle(
+    ctx: &Rc<BrokerCtx>,
+    header: &RequestHeader,
+    request: FetchRequest,
+) -> FetchResponse {
+    let version = header.request_api_version;
+    let by_id = version >= 13;
+    let now = Instant::now();
+    let requested: Vec<(PartKey, PartWant)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let topic = topic_ref(by_id, &t.topic, t.topic_id);
+            t.partitions.iter().map(move |p| {
+                (
+                    PartKey {
+                        topic: topic.clone(),
+                        partition: p.partition,
+                    },
+                    PartWant {
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        current_leader_epoch: if version >= 9 {
+                            p.current_leader_epoch
+                        } else {
+                            -1
+                        },
+                    },
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartKey> = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let topic = topic_ref(by_id, &t.topic, t.topic_id);
+            t.partitions.iter().map(move |&partition| PartKey {
+                topic: topic.clone(),
+                partition,
+            })
+        })
+        .collect();
+
+    // Sessions exist from v7; older requests are always sessionless full fetches.
+    let resolved = if version >= 7 {
+        ctx.state().fetch_sessions.resolve(
+            request.session_id,
+            request.session_epoch,
+            &requested,
+            &forgotten,
+            now,
+        )
+    } else {
+        Resolved::Sessionless
+    };
+    let (session_id, incremental, wanted) = match resolved {
+        Resolved::Sessionless => (0, false, requested),
+        Resolved::Created { id } => (id, false, requested),
+        Resolved::Incremental { id, parts } => (id, true, parts),
+        Resolved::Error(code) => {
+            return FetchResponse {
+                error_code: code,
+                session_id: 0,
+                ..FetchResponse::default()
+            }
+        }
+    };
+
+    let snapshot = ctx.state().cluster.topics();
+    let targets: Vec<Target> = wanted
+        .into_iter()
+        .map(|(key, want)| resolve_target(&snapshot, key, want))
+        .collect();
+
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = now + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let reads = loop {
+        let reads = read_all(ctx, &targets, max_bytes).await;
+        let bytes: usize = reads.iter().map(PartRead::len).sum();
+        let any_error = reads.iter().any(|r| r.error_code != errors::NONE);
+        if bytes >= min_bytes || any_error || Instant::now() >= deadline {
+            break reads;
+        }
+        wait_for_appends(ctx, &targets, deadline).await;
+        if Instant::now() >= deadline {
+            // One last read: the wait may have ended because of an append just before the
+            // deadline, and the client should get it.
+            break read_all(ctx, &targets, max_bytes).await;
+        }
+    };
+
+    let sessions = &ctx.state().fetch_sessions;
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for (target, read) in targets.into_iter().zip(reads) {
+        let has_records = !read.chunks.is_empty();
+        let report = if session_id != 0 {
+            sessions.should_report(
+                session_id,
+                &target.key,
+                read.high_watermark,
+                read.log_start_offset,
+                has_records,
+                read.error_code,
+            )
+        } else {
+            true
+        };
+        if incremental && !report {
+            continue;
+        }
+        let partition = PartitionData {
+            partition_index: target.key.partition,
+            error_code: read.error_code,
+            high_watermark: read.high_watermark,
+            last_stable_offset: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            // Kafka sends null for read_uncommitted and an empty list for read_committed;
+            // without transactions there is never an aborted one to list.
+            aborted_transactions: if request.isolation_level == 1 {
+                Some(Vec::new())
+            } else {
+                None
+            },
+            preferred_read_replica: -1,
+            records: Some(join(read.chunks)),
+            ..PartitionData::default()
+        };
+        let same_topic = responses
+            .last()
+            .is_some_and(|t| response_topic_matches(t, &target.key.topic, by_id, &snapshot));
+        if !same_topic {
+            let (name, id) = response_topic(&target.key.topic, &snapshot);
+            responses.push(FetchableTopicResponse {
+                topic: if by_id { String::new() } else { name },
+                topic_id: if by_id { id } else { Uuid::default() },
+                partitions: Vec::new(),
+                ..FetchableTopicResponse::default()
+            });
+        }
+        if let Some(t) = responses.last_mut() {
+            t.partitions.push(partition);
+        }
+    }
+    FetchResponse {
+        error_code: errors::NONE,
+        session_id,
+        responses,
+        ..FetchResponse::default()
+    }
+}
+
+fn topic_ref(by_id: bool, name: &str, id: Uuid) -> TopicRef {
+    if by_id {
+        TopicRef::Id(id)
+    } else {
+        TopicRef::Name(Arc::from(name))
+    }
+}
+
+/// The name and id a response uses for a topic reference.
+fn response_topic(topic: &TopicRef, snapshot: &TopicsSnapshot) -> (String, Uuid) {
+    match topic {
+        TopicRef::Name(name) => (
+            name.to_string(),
+            snapshot.topic(name).map_or(Uuid::default(), |m| m.id),
+        ),
+        TopicRef::Id(id) => (
+            snapshot
+                .topic_by_id(id)
+                .map_or(String::new(), |m| m.name.to_string()),
+            *id,
+        ),
+    }
+}
+
+fn response_topic_matches(
+    t: &FetchableTopicResponse,
+    topic: &TopicRef,
+    by_id: bool,
+    snapshot: &TopicsSnapshot,
+) -> bool {
+    let (name, id) = response_topic(topic, snapshot);
+    if by_id {
+        t.topic_id == id
+    } else {
+        t.topic == name
+    }
+}
+
+fn resolve_target(snapshot: &TopicsSnapshot, key: PartKey, want: PartWant) -> Target {
+    let (name, missing) = match &key.topic {
+        TopicRef::Name(name) => (
+            snapshot.topic(name).map(|m| m.name.clone()),
+            errors::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        TopicRef::Id(id) => (
+            snapshot.topic_by_id(id).map(|m| m.name.clone()),
+            errors::UNKNOWN_TOPIC_ID,
+        ),
+    };
+    let Some(name) = name else {
+        return Target {
+            key,
+            want,
+            tp: None,
+            home: None,
+            error: missing,
+        };
+    };
+    let tp = TopicPartition {
+        topic: name,
+        partition: key.partition,
+    };
+    let home = snapshot.shard_for(&tp);
+    // The single node's leader epoch is always 0: a client that knows a newer one is talking
+    // about a leader this broker has not heard of; one that knows an older one is fenced.
+    let error = if home.is_none() {
+        errors::UNKNOWN_TOPIC_OR_PARTITION
+    } else if want.current_leader_epoch > 0 {
+        errors::UNKNOWN_LEADER_EPOCH
+    } else if want.current_leader_epoch < -1 {
+        errors::FENCED_LEADER_EPOCH
+    } else {
+        errors::NONE
+    };
+    Target {
+        key,
+        want,
+        tp: Some(tp),
+        home,
+        error,
+    }
+}
+
+/// Reads every target (one mesh call per home shard, concurrently) and trims the results to
+/// `max_bytes` in target order. Results are in target order.
+///
+/// Runs on the connection's shard.
+async fn read_all(ctx: &Rc<BrokerCtx>, targets: &[Target], max_bytes: usize) -> Vec<PartRead> {
+    let mut reads: Vec<PartRead> = targets.iter().map(|t| PartRead::error(t.error)).collect();
+    let mut per_shard: HashMap<ShardId, Vec<(usize, TopicPartition, i64, usize)>> = HashMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        if let (errors::NONE, Some(tp), Some(home)) = (t.error, &t.tp, t.home) {
+            per_shard.entry(home).or_default().push((
+                i,
+                tp.clone(),
+                t.want.fetch_offset,
+                (t.want.max_bytes.max(0) as usize).min(max_bytes),
+            ));
+        }
+    }
+    let calls: Vec<_> = per_shard
+        .into_iter()
+        .map(|(home, items)| {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                let slots: Vec<usize> = items.iter().map(|(i, ..)| *i).collect();
+                let answer = ctx
+                    .call(home, move |home_ctx: Rc<BrokerCtx>| async move {
+                        read_on_home(&home_ctx, items, max_bytes).await
+                    })
+                    .await;
+                match answer {
+                    Ok(results) => results,
+                    Err(_) => slots
+                        .into_iter()
+                        .map(|i| (i, PartRead::error(errors::NOT_LEADER_OR_FOLLOWER)))
+                        .collect(),
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        for (i, read) in call.await {
+            if let Some(slot) = reads.get_mut(i) {
+                *slot = read;
+            }
+        }
+    }
+    // The request-wide limit, in request order: the first partition with data keeps at least
+    // one batch; later ones keep only whole batches that still fit.
+    let mut remaining = max_bytes;
+    let mut first = true;
+    for read in &mut reads {
+        if read.chunks.is_empty() {
+            continue;
+        }
+        let limit = if first {
+            remaining.max(first_batch_len(&read.chunks))
+        } else {
+            remaining
+        };
+        read.chunks = trim_to_batches(std::mem::take(&mut read.chunks), limit);
+        if !read.chunks.is_empty() {
+            first = false;
+        }
+        remaining = remaining.saturating_sub(read.len());
+    }
+    reads
+}
+
+/// Reads each partition of `items` in turn, each up to its own limit, stopping early once
+/// `max_bytes` were read in total (the caller trims exactly).
+///
+/// Runs on the home shard of every partition in `items`.
+async fn read_on_home(
+    home: &Rc<BrokerCtx>,
+    items: Vec<(usize, TopicPartition, i64, usize)>,
+    max_bytes: usize,
+) -> Vec<(usize, PartRead)> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut total = 0usize;
+    for (i, tp, offset, limit) in items {
+        let partition = match home.state().cluster.slot(&tp) {
+            Some(Slot::Online(p)) => p,
+            Some(Slot::Offline(_)) => {
+                out.push((i, PartRead::error(errors::KAFKA_STORAGE_ERROR)));
+                continue;
+            }
+            None => {
+                out.push((i, PartRead::error(errors::UNKNOWN_TOPIC_OR_PARTITION)));
+                continue;
+            }
+        };
+        let hw = partition.high_watermark();
+        let log_start = partition.log_start_offset();
+        let empty = PartRead {
+            error_code: errors::NONE,
+            high_watermark: hw.0,
+            log_start_offset: log_start.0,
+            chunks: Vec::new(),
+        };
+        // Offsets assigned but not yet written are not out of range, just not readable yet.
+        if Offset(offset) > hw && Offset(offset) <= partition.log_end_offset() {
+            out.push((i, empty));
+            continue;
+        }
+        if total >= max_bytes && Offset(offset) >= log_start && Offset(offset) <= hw {
+            // The response is already full; the caller would drop this partition's data.
+            out.push((i, empty));
+            continue;
+        }
+        let read = match partition.read(Offset(offset), limit).await {
+            Ok(r) => PartRead {
+                error_code: errors::NONE,
+                high_watermark: r.high_watermark.0,
+                log_start_offset: r.log_start_offset.0,
+                chunks: r.chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            },
+            Err(e @ EngineError::OffsetOutOfRange { .. }) => PartRead {
+                error_code: e.kafka_code(),
+                high_watermark: partition.high_watermark().0,
+                log_start_offset: partition.log_start_offset().0,
+                chunks: Vec::new(),
+            },
+            Err(e) => {
+                tracing::warn!(%tp, offset, error = %e, "fetch read failed");
+                PartRead::error(e.kafka_code())
+            }
+        };
+        total += read.len();
+        out.push((i, read));
+    }
+    out
+}
+
+/// Waits until an append reaches one of `targets` (or the deadline passes): one wait job per
+/// home shard, resuming at the first answer. The other jobs are told they are no longer
+/// needed and end at their next wake-up or their deadline.
+///
+/// Runs on the connection's shard.
+async fn wait_for_appends(ctx: &Rc<BrokerCtx>, targets: &[Target], deadline: Instant) {
+    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
+    for t in targets {
+        if let (Some(tp), Some(home)) = (&t.tp, t.home) {
+            per_shard
+                .entry(home)
+                .or_default()
+                .push((tp.clone(), Offset(t.want.fetch_offset)));
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    if per_shard.is_empty() {
+        glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
+        return;
+    }
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<()>(per_shard.len());
+    let tx = Rc::new(tx);
+    for (home, parts) in per_shard {
+        let ctx = ctx.clone();
+        let done = done.clone();
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            let _ = ctx
+                .call(home, move |home_ctx: Rc<BrokerCtx>| async move {
+                    let resolved: Vec<_> = parts
+                        .into_iter()
+                        .filter_map(|(tp, offset)| match home_ctx.state().cluster.slot(&tp) {
+                            Some(Slot::Online(p)) => Some((p, offset)),
+                            _ => None,
+                        })
+                        .collect();
+                    if resolved.is_empty() {
+                        // A partition vanished since the read: the next read reports it.
+                        return;
+                    }
+                    home_ctx
+                        .state()
+                        .notifier
+                        .wait_any(resolved, deadline, done)
+                        .await;
+                })
+                .await;
+            let _ = tx.try_send(());
+        })
+        .detach();
+    }
+    let timer = async {
+        glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
+    };
+    futures_lite::future::or(
+        async {
+            let _ = rx.recv().await;
+        },
+        timer,
+    )
+    .await;
+    done.store(true, Ordering::Release);
+}
+
+/// The length of the first batch in `chunks`.
+fn first_batch_len(chunks: &[Bytes]) -> usize {
+    chunks
+        .first()
+        .and_then(|c| peek_offset_and_len(c))
+        .map_or(0, |(_, len)| len.max(0) as usize)
+}
+
+/// Keeps the longest prefix of whole batches of `chunks` that fits in `limit` bytes. Slicing
+/// `Bytes` shares the buffers (no copy).
+pub fn trim_to_batches(chunks: Vec<Bytes>, limit: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut used = 0usize;
+    for chunk in chunks {
+        if used + chunk.len() <= limit {
+            used += chunk.len();
+            out.push(chunk);
+            continue;
+        }
+        // Walk this chunk's batches and cut at the last one that fits.
+        let mut at = 0usize;
+        while let Some((_, len)) = peek_offset_and_len(&chunk[at..]) {
+            let len = len.max(0) as usize;
+            if len == 0 || at + len > chunk.len() || used + at + len > limit {
+                break;
+            }
+            at += len;
+        }
+        if at > 0 {
+            out.push(chunk.slice(..at));
+        }
+        break;
+    }
+    out
+}
+
+/// One `Bytes` for a partition's records: the chunk itself when there is one (no copy), the
+/// chunks joined otherwise.
+fn join(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            // A copy: the response's records field takes one `Bytes`. The batch cache returns
+            // one chunk per cached batch, so hot reads of many small batches land here.
+            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in &chunks {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake batch of `len` bytes (only the 12-byte log overhead matters to the trimming).
+    fn batch(base: i64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[..8].copy_from_slice(&base.to_be_bytes());
+        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn trimming_cuts_at_batch_boundaries() {
+        let mut one = batch(0, 100);
+        one.extend(batch(1, 100));
+        one.extend(batch(2, 100));
+        let chunks = vec![Bytes::from(one), Bytes::from(batch(3, 50))];
+        let lens = |v: &[Bytes]| v.iter().map(Bytes::len).collect::<Vec<_>>();
+        assert_eq!(lens(&trim_to_batches(chunks.clone(), 1000)), vec![300, 50]);
+        assert_eq!(lens(&trim_to_batches(chunks.clone(), 299)), vec![200]);
+        assert_eq!(
+            lens(&trim_to_batches(chunks.clone(), 99)),
+            Vec::<usize>::new()
+        );
+        assert_eq!(lens(&trim_to_batches(chunks.clone(), 340)), vec![300]);
+        assert_eq!(first_batch_len(&chunks), 100);
+    }
+
+    #[test]
+    fn joining_one_chunk_does_not_copy() {
+        let c = Bytes::from(batch(0, 64));
+        let joined = join(vec![c.clone()]);
+        assert_eq!(joined.as_ptr(), c.as_ptr());
+        let two = join(vec![c.clone(), c.clone()]);
+        assert_eq!(two.len(), 128);
+        assert!(join(Vec::new()).is_empty());
+    }
+}

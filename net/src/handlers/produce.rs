@@ -1,0 +1,434 @@
+//! Produce (key 0): appends record batches to partitions.
+//!
+//! The handler runs on the connection's shard. It groups the request's partitions by home
+//! shard and sends one mesh call per shard carrying all of that shard's partitions; the records
+//! travel as `Bytes` slices of the request frame (no copy). On the home shard the appends run
+//! concurrently, each waiting for the durability the request's `acks` asks for (0 and 1: the
+//! device write, -1: fdatasync), then the partition's waiting fetches are woken. Results are
+//! gathered back into the request's order.
+//!
+//! Before an append, the home shard applies the topic's record rules that the engine does not
+//! know: a compacted topic refuses keyless records (INVALID_RECORD, with the batch index in
+//! `record_errors`), and a topic whose `compression.type` is not `producer` gets its batches
+//! recompressed. LogAppendTime is stamped by the engine itself.
+//!
+//! acks=0 gets no response at all (the dispatcher turns the response into `Reply::None`, or
+//! closes the connection when a partition failed, which is how Kafka tells such a producer
+//! that something went wrong).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use sluice_engine::batch::BatchIter;
+use sluice_engine::builder::{rewrite, Rewrite};
+use sluice_engine::compression::Codec;
+use sluice_engine::config::CleanupPolicy;
+use sluice_engine::durability::Durability;
+use sluice_engine::records::{decode_records, RecordIter};
+use sluice_engine::types::{ShardId, TopicPartition};
+use sluice_protocol::messages::produce_request::ProduceRequest;
+use sluice_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use sluice_protocol::messages::request_header::RequestHeader;
+
+use crate::broker::BrokerCtx;
+use crate::cluster::Slot;
+use crate::errors;
+
+/// Versions served. v0–v2 can only carry the pre-v2 message formats, which Kafka 4 no longer
+/// accepts either; v3+ carry v2 record batches.
+pub const VERSIONS: (i16, i16) = (3, 11);
+
+/// The outcome of one partition's append, sent back from the home shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOutcome {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    /// Index of the batch that was refused (INVALID_RECORD), for `record_errors`.
+    pub bad_batch: Option<i32>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+impl PartitionOutcome {
+    fn error(code: i16, message: impl Into<String>) -> PartitionOutcome {
+        PartitionOutcome {
+            error_code: code,
+            error_message: Some(message.into()),
+            bad_batch: None,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// Whether a produce request asked for no response (acks=0). The dispatcher uses this to
+/// answer nothing.
+pub fn wants_no_response(request: &ProduceRequest) -> bool {
+    request.acks == 0
+}
+
+/// Whether any partition of a response failed (for acks=0, where the only signal Kafka gives
+/// is closing the connection).
+pub fn any_error(response: &ProduceResponse) -> bool {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .any(|p| p.error_code != errors::NONE)
+}
+
+/// Runs on the connection's shard.
+pub async fn handle(
+    ctx: &Rc<BrokerCtx>,
+    header: &RequestHeader,
+    request: ProduceRequest,
+) -> ProduceResponse {
+    let version = header.request_api_version;
+    let durability = match request.acks {
+        // acks=0 still waits for the device write on the home shard: the client does not wait
+        // for it, and waiting is what makes the append visible to fetches when they are woken.
+        0 | 1 => Some(Durability::Written),
+        -1 => Some(Durability::Synced),
+        _ => None,
+    };
+    let snapshot = ctx.state().cluster.topics();
+
+    // One outcome slot per (topic, partition) in request order; filled locally for errors found
+    // here, or by the home shard's answer.
+    let mut outcomes: Vec<Option<PartitionOutcome>> = Vec::new();
+    let mut shape: Vec<(String, Vec<(i32, usize)>)> = Vec::with_capacity(request.topic_data.len());
+    let mut per_shard: HashMap<ShardId, Vec<(usize, TopicPartition, Bytes)>> = HashMap::new();
+    for topic in request.topic_data {
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for part in topic.partition_data {
+            let slot = outcomes.len();
+            parts.push((part.index, slot));
+            if durability.is_none() {
+                outcomes.push(Some(PartitionOutcome::error(
+                    errors::INVALID_REQUIRED_ACKS,
+                    format!("acks must be 0, 1 or -1, not {}", request.acks),
+                )));
+                continue;
+            }
+            let tp = TopicPartition::new(&topic.name, part.index);
+            let Some(home) = snapshot.shard_for(&tp) else {
+                outcomes.push(Some(PartitionOutcome::error(
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("this server does not host {tp}"),
+                )));
+                continue;
+            };
+            let Some(records) = part.records.filter(|r| !r.is_empty()) else {
+                outcomes.push(Some(PartitionOutcome::error(
+                    errors::INVALID_RECORD,
+                    format!("the produce request for {tp} carries no records"),
+                )));
+                continue;
+            };
+            outcomes.push(None);
+            per_shard.entry(home).or_default().push((slot, tp, records));
+        }
+        shape.push((topic.name, parts));
+    }
+
+    if let Some(durability) = durability {
+        // Every shard's call starts before any is awaited, so the shards work concurrently.
+        let calls: Vec<_> = per_shard
+            .into_iter()
+            .map(|(home, items)| {
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    let slots: Vec<usize> = items.iter().map(|(slot, _, _)| *slot).collect();
+                    let answer = ctx
+                        .call(home, move |home_ctx: Rc<BrokerCtx>| async move {
+                            append_on_home(home_ctx, items, durability).await
+                        })
+                        .await;
+                    match answer {
+                        Ok(results) => results,
+                        Err(e) => slots
+                            .into_iter()
+                            .map(|slot| {
+                                (
+                                    slot,
+                                    PartitionOutcome::error(
+                                        errors::NOT_LEADER_OR_FOLLOWER,
+                                        format!("home shard {} is unavailable: {e}", home.0),
+                                    ),
+                                )
+                            })
+                            .collect(),
+                    }
+                })
+            })
+            .collect();
+        for call in calls {
+            for (slot, outcome) in call.await {
+                if let Some(entry) = outcomes.get_mut(slot) {
+                    *entry = Some(outcome);
+                }
+            }
+        }
+    }
+
+    let responses = shape
+        .into_iter()
+        .map(|(name, parts)| TopicProduceResponse {
+            name,
+            partition_responses: parts
+                .into_iter()
+                .map(|(index, slot)| {
+                    let outcome = outcomes
+                        .get_mut(slot)
+                        .and_then(Option::take)
+                        .unwrap_or_else(|| {
+                            PartitionOutcome::error(errors::UNKNOWN_SERVER_ERROR, "no result")
+                        });
+                    partition_response(index, outcome, version)
+                })
+                .collect(),
+            ..TopicProduceResponse::default()
+        })
+        .collect();
+    ProduceResponse {
+        responses,
+        ..ProduceResponse::default()
+    }
+}
+
+fn partition_response(index: i32, o: PartitionOutcome, version: i16) -> PartitionProduceResponse {
+    let has_messages = version >= 8;
+    PartitionProduceResponse {
+        index,
+        error_code: o.error_code,
+        base_offset: o.base_offset,
+        log_append_time_ms: o.log_append_time_ms,
+        log_start_offset: o.log_start_offset,
+        record_errors: match (has_messages, o.bad_batch) {
+            (true, Some(batch_index)) => vec![BatchIndexAndErrorMessage {
+                batch_index,
+                batch_index_error_message: o.error_message.clone(),
+                ..BatchIndexAndErrorMessage::default()
+            }],
+            _ => Vec::new(),
+        },
+        error_message: if has_messages { o.error_message } else { None },
+        ..PartitionProduceResponse::default()
+    }
+}
+
+/// Appends each item to its partition, concurrently, and returns the outcomes by slot.
+///
+/// Runs on the home shard of every partition in `items`.
+async fn append_on_home(
+    home: Rc<BrokerCtx>,
+    items: Vec<(usize, TopicPartition, Bytes)>,
+    durability: Durability,
+) -> Vec<(usize, PartitionOutcome)> {
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|(slot, tp, records)| {
+            let home = home.clone();
+            glommio::spawn_local(
+                async move { (slot, append_one(&home, tp, records, durability).await) },
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await);
+    }
+    out
+}
+
+/// Runs on `tp`'s home shard.
+async fn append_one(
+    home: &Rc<BrokerCtx>,
+    tp: TopicPartition,
+    records: Bytes,
+    durability: Durability,
+) -> PartitionOutcome {
+    let partition = match home.state().cluster.slot(&tp) {
+        Some(Slot::Online(p)) => p,
+        Some(Slot::Offline(reason)) => {
+            return PartitionOutcome::error(
+                errors::KAFKA_STORAGE_ERROR,
+                format!("{tp} is offline: {reason}"),
+            )
+        }
+        None => {
+            return PartitionOutcome::error(
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("this server does not host {tp}"),
+            )
+        }
+    };
+    let rules = match home.state().cluster.topics().topic(&tp.topic) {
+        Some(meta) => TopicRules {
+            codec: meta
+                .configs
+                .get("compression.type")
+                .and_then(|c| target_codec(c)),
+            require_keys: matches!(
+                meta.log_config.cleanup_policy,
+                CleanupPolicy::Compact | CleanupPolicy::CompactDelete
+            ),
+            max_message_bytes: meta.log_config.max_message_bytes,
+        },
+        None => TopicRules::default(),
+    };
+    let records = match prepare(records, &rules) {
+        Ok(records) => records,
+        Err(refusal) => {
+            let mut o = PartitionOutcome::error(refusal.code, refusal.message);
+            o.bad_batch = refusal.batch_index;
+            return o;
+        }
+    };
+    match partition.append(records, durability).await {
+        Ok(info) => {
+            // The append is written, so the high watermark has moved past it: waiting fetches
+            // can now read it.
+            home.state().notifier.notify(&tp);
+            PartitionOutcome {
+                error_code: errors::NONE,
+                error_message: None,
+                bad_batch: None,
+                base_offset: info.base_offset.0,
+                log_append_time_ms: info.log_append_time,
+                log_start_offset: info.log_start_offset.0,
+            }
+        }
+        Err(e) => {
+            if e.kafka_code() == errors::KAFKA_STORAGE_ERROR {
+                tracing::error!(%tp, error = %e, "append failed");
+            }
+            // Part of a batch may have been appended before a storage failure was seen; waking
+            // fetches is harmless either way.
+            home.state().notifier.notify(&tp);
+            PartitionOutcome::error(e.kafka_code(), e.to_string())
+        }
+    }
+}
+
+/// The per-topic record rules applied before the engine sees a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicRules {
+    /// Recompress every batch into this codec (`compression.type` other than `producer`).
+    pub codec: Option<Codec>,
+    /// Refuse records without a key (compacted topics).
+    pub require_keys: bool,
+    pub max_message_bytes: usize,
+}
+
+/// The codec a topic's `compression.type` asks for; `None` for `producer` (keep as sent).
+pub fn target_codec(compression_type: &str) -> Option<Codec> {
+    match compression_type {
+        "producer" => None,
+        "uncompressed" => Some(Codec::None),
+        other => Codec::from_name(other),
+    }
+}
+
+/// Why a produced record set was refused before reaching the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i16,
+    pub message: String,
+    pub batch_index: Option<i32>,
+}
+
+/// Applies `rules` to a produced record set: checks keys and recompresses as the topic asks.
+/// Returns the records unchanged (the same `Bytes`, no copy) when nothing needs doing.
+///
+/// Runs on the partition's home shard (pure CPU work, no I/O).
+pub fn prepare(records: Bytes, rules: &TopicRules) -> Result<Bytes, Refusal> {
+    if rules.codec.is_none() && !rules.require_keys {
+        return Ok(records);
+    }
+    // Decompressed records may be larger than the batch; cap them generously but finitely so
+    // a compression bomb cannot exhaust memory.
+    let max_out = rules
+        .max_message_bytes
+        .max(1 << 20)
+        .saturating_mul(64)
+        .min(sluice_engine::limits::BATCH_BYTES_MAX);
+    let mut rewritten: Option<BytesMut> = None;
+    for (index, item) in BatchIter::new(&records).enumerate() {
+        let index = i32::try_from(index).unwrap_or(i32::MAX);
+        let (pos, view) = item.map_err(|e| Refusal {
+            code: e.kafka_code(),
+            message: e.to_string(),
+            batch_index: None,
+        })?;
+        // Rewriting trusts its input, and keys can only be checked on a sound batch: validate
+        // it here as the engine will again on append.
+        view.validate(pos, rules.max_message_bytes)
+            .map_err(|e| Refusal {
+                code: e.kafka_code(),
+                message: e.to_string(),
+                batch_index: None,
+            })?;
+        if rules.require_keys {
+            let decoded = decode_records(
+                view.attributes(),
+                view.records(),
+                view.record_count(),
+                max_out,
+            )
+            .map_err(|e| Refusal {
+                code: e.kafka_code(),
+                message: e.to_string(),
+                batch_index: Some(index),
+            })?;
+            for record in RecordIter::new(decoded.bytes(), view.record_count()) {
+                let record = record.map_err(|e| Refusal {
+                    code: e.kafka_code(),
+                    message: e.to_string(),
+                    batch_index: Some(index),
+                })?;
+                if record.key.is_none() {
+                    return Err(Refusal {
+                        code: errors::INVALID_RECORD,
+                        message: "compacted topic cannot accept message without key".into(),
+                        batch_index: Some(index),
+                    });
+                }
+            }
+        }
+        let current = Codec::from_attributes(view.attributes()).ok();
+        let rewrite_to = rules.codec.filter(|c| Some(*c) != current);
+        match (rewrite_to, rewritten.as_mut()) {
+            (Some(codec), _) => {
+                let out = rewritten.get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(records.len());
+                    b.extend_from_slice(&records[..pos]);
+                    b
+                });
+                let batch = rewrite(
+                    view.as_bytes(),
+                    &Rewrite {
+                        codec,
+                        level: None,
+                        log_append_time_ms: None,
+                        max_out,
+                    },
+                )
+                .map_err(|e| Refusal {
+                    code: e.kafka_code(),
+                    message: e.to_string(),
+                    batch_index: Some(index),
+                })?;
+                out.extend_from_slice(&batch);
+            }
+            (None, Some(out)) => out.extend_from_slice(view.as_bytes()),
+            (None, None) => {}
+        }
+    }
+    Ok(rewritten.map_or(records, BytesMut::freeze))
+}

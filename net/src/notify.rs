@@ -1,0 +1,161 @@
+//! Append notifications for long-polling fetches.
+//!
+//! Each shard owns one [`AppendNotifier`] for the partitions whose home it is. A produce that
+//! appended to a partition calls [`AppendNotifier::notify`] on the partition's home shard once
+//! the append is readable (its high watermark moved); a fetch that found fewer than `min_bytes`
+//! sends one [`AppendNotifier::wait_any`] job to the home shard of each partition it reads and
+//! resumes as soon as the first of them answers, or when its deadline passes.
+//!
+//! Guarantees: a waiter never busy-polls (it sleeps on a waker until an append to one of its
+//! partitions, its deadline, or its fetch being done); a waiter's registrations are removed
+//! when it ends however it ends (the registry holds no stale wakers, so an idle partition polled
+//! forever costs nothing); and a waiter whose fetch already answered (the shared `done` flag)
+//! ends at the next wake-up instead of lingering until its deadline. Owned by its shard; never
+//! crosses cores.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use sluice_engine::partition::Partition;
+use sluice_engine::types::{Offset, TopicPartition};
+
+/// Why a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// One of the partitions has data past the offset the fetch waited at (or that offset is
+    /// no longer readable, which the fetch must report).
+    Ready,
+    /// The deadline passed.
+    Deadline,
+    /// The fetch that started the wait has already answered.
+    Cancelled,
+}
+
+/// The registry of fetches waiting for appends on this shard's partitions.
+///
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+pub struct AppendNotifier {
+    waiters: RefCell<HashMap<TopicPartition, HashMap<u64, Waker>>>,
+    next_id: Cell<u64>,
+}
+
+impl AppendNotifier {
+    pub fn new() -> AppendNotifier {
+        AppendNotifier::default()
+    }
+
+    /// Wakes every fetch waiting on `tp`. Called after an append to `tp` became readable.
+    ///
+    /// Runs on `tp`'s home shard.
+    pub fn notify(&self, tp: &TopicPartition) {
+        // Take the wakers out before waking: a woken waiter re-registers on its next poll, and
+        // must not find the map borrowed.
+        let woken = self.waiters.borrow_mut().remove(tp);
+        if let Some(woken) = woken {
+            for (_, waker) in woken {
+                waker.wake();
+            }
+        }
+    }
+
+    /// How many waiter registrations exist (tests and metrics).
+    pub fn registrations(&self) -> usize {
+        self.waiters.borrow().values().map(HashMap::len).sum()
+    }
+
+    /// Waits until one of `parts` (each with the offset the fetch reads from) has data at that
+    /// offset, until `deadline`, or until `done` is set by the fetch, whichever comes first.
+    ///
+    /// Runs on the home shard of every partition in `parts`.
+    pub async fn wait_any(
+        &self,
+        parts: Vec<(Partition, Offset)>,
+        deadline: Instant,
+        done: Arc<AtomicBool>,
+    ) -> WaitEnd {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let tps: Vec<TopicPartition> = parts
+            .iter()
+            .map(|(p, _)| p.topic_partition().clone())
+            .collect();
+        let _guard = Registration {
+            notifier: self,
+            id,
+            tps: &tps,
+        };
+        let wait = WaitAny {
+            notifier: self,
+            id,
+            parts: &parts,
+            done: &done,
+        };
+        let timer = async {
+            glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
+            WaitEnd::Deadline
+        };
+        futures_lite::future::or(wait, timer).await
+    }
+}
+
+/// Whether a fetch at `offset` would find something to return now: data, or an offset that is
+/// out of range (an error the fetch must report).
+fn has_news(p: &Partition, offset: Offset) -> bool {
+    offset < p.high_watermark() || offset < p.log_start_offset() || offset > p.log_end_offset()
+}
+
+struct WaitAny<'a> {
+    notifier: &'a AppendNotifier,
+    id: u64,
+    parts: &'a [(Partition, Offset)],
+    done: &'a AtomicBool,
+}
+
+impl Future for WaitAny<'_> {
+    type Output = WaitEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitEnd> {
+        if self.done.load(Ordering::Acquire) {
+            return Poll::Ready(WaitEnd::Cancelled);
+        }
+        if self.parts.iter().any(|(p, offset)| has_news(p, *offset)) {
+            return Poll::Ready(WaitEnd::Ready);
+        }
+        let mut waiters = self.notifier.waiters.borrow_mut();
+        for (p, _) in self.parts {
+            waiters
+                .entry(p.topic_partition().clone())
+                .or_default()
+                .insert(self.id, cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Removes a waiter's registrations when its wait ends, however it ends.
+struct Registration<'a> {
+    notifier: &'a AppendNotifier,
+    id: u64,
+    tps: &'a [TopicPartition],
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.notifier.waiters.borrow_mut();
+        for tp in self.tps {
+            if let Some(map) = waiters.get_mut(tp) {
+                map.remove(&self.id);
+                if map.is_empty() {
+                    waiters.remove(tp);
+                }
+            }
+        }
+    }
+}
