@@ -45,6 +45,10 @@ pub struct ShardState {
     pub config: Arc<BrokerConfig>,
     pub cluster_id: Arc<str>,
     pub cluster: ClusterState,
+    /// Wakes long-polling fetches when this shard's partitions get appends.
+    pub notifier: crate::notify::AppendNotifier,
+    /// Incremental fetch sessions of this shard's connections.
+    pub fetch_sessions: crate::fetch_sessions::FetchSessions,
 }
 
 /// The shard context every handler gets.
@@ -136,6 +140,12 @@ async fn run_shard(
             config: config.clone(),
             cluster_id,
             cluster: ClusterState::new(initial.clone(), store),
+            notifier: crate::notify::AppendNotifier::new(),
+            fetch_sessions: crate::fetch_sessions::FetchSessions::new(
+                id.0,
+                nr_shards,
+                crate::fetch_sessions::FETCH_SESSIONS_PER_SHARD_MAX,
+            ),
         })
         .await
         .map_err(|e| e.to_string())?;

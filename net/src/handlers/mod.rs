@@ -18,7 +18,9 @@ use crate::broker::BrokerCtx;
 use crate::connection::Reply;
 
 pub mod api_versions;
+pub mod fetch;
 pub mod metadata;
+pub mod produce;
 
 /// A served API: its key and the version range the broker advertises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +63,8 @@ macro_rules! handlers {
 handlers! {
     ApiVersions => api_versions,
     Metadata => metadata,
+    Produce => produce,
+    Fetch => fetch,
 }
 
 /// The advertised version range of `key`, if the broker serves it.
@@ -92,9 +96,19 @@ pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
             ))
         }
     }
+    // Produce with acks=0 gets no response; Kafka signals its failures by closing the connection.
+    let no_response = matches!(&request, Request::Produce(r) if produce::wants_no_response(r));
     let Some(response) = dispatch(ctx, &header, request).await else {
         return Reply::Close(format!("{api:?} has no handler"));
     };
+    if no_response {
+        return match &response {
+            Response::Produce(r) if produce::any_error(r) => {
+                Reply::Close("a produce with acks=0 failed".into())
+            }
+            _ => Reply::None,
+        };
+    }
     encode(header.correlation_id, header.request_api_version, &response)
 }
 
