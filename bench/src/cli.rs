@@ -200,11 +200,11 @@ impl LoadArgs {
         if self.in_flight == 0 || self.threads == 0 || self.partitions_per_request == 0 {
             bail!("--in-flight, --threads and --partitions-per-request must be at least 1");
         }
-        if !(self.duration > 0.0) || self.warmup < 0.0 || self.warmup >= self.duration {
+        if !self.duration.is_finite() || self.duration <= 0.0 || self.warmup < 0.0 || self.warmup >= self.duration {
             bail!("--duration must be positive and larger than --warmup");
         }
         if let Some(rate) = self.rate {
-            if !(rate > 0.0) {
+            if !rate.is_finite() || rate <= 0.0 {
                 bail!("--rate must be positive");
             }
         }
