@@ -42,6 +42,9 @@ pub struct ClusterState {
     engine: ShardContext,
     /// The topic store; `Some` only on the control shard.
     store: Option<RefCell<TopicStore>>,
+    /// Serializes [`apply_snapshot`] on this shard: an apply awaits closes and opens, and two
+    /// interleaved applies could otherwise open the same partition twice.
+    apply_lock: glommio::sync::Semaphore,
 }
 
 impl ClusterState {
@@ -52,6 +55,7 @@ impl ClusterState {
             partitions: RefCell::new(HashMap::new()),
             engine: ShardContext::default(),
             store: store.map(RefCell::new),
+            apply_lock: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -192,12 +196,18 @@ async fn publish(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) {
 }
 
 /// Makes this shard's partitions match `snapshot`: opens the partitions that are now homed
-/// here, closes and deletes the data of partitions whose topic was deleted. Older snapshots
-/// than the current one are ignored.
+/// here, closes and deletes the data of partitions whose topic was deleted (or deleted and
+/// re-created under the same name: a different topic id), and reopens open partitions whose
+/// topic's log settings changed so that the new settings take effect. Older snapshots than the
+/// current one are ignored. Applies run one at a time on a shard.
 ///
 /// Runs on the shard being updated.
 pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) {
     let state = &ctx.state().cluster;
+    let Ok(_permit) = state.apply_lock.acquire_permit(1).await else {
+        // The semaphore is closed only when the shard is going away.
+        return;
+    };
     let previous = state.topics();
     if snapshot.version < previous.version {
         return;
@@ -205,13 +215,20 @@ pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) 
     *state.topics.borrow_mut() = snapshot.clone();
     let me = ctx.id();
     let data_dir = ctx.state().config.data_dir.clone();
+    // A topic that now has another id than before was deleted and re-created in between
+    // (snapshots may reach a shard out of order, so the deletion may never be seen alone).
+    let replaced = |topic: &str| match (previous.topic(topic), snapshot.topic(topic)) {
+        (Some(old), Some(new)) => old.id != new.id,
+        _ => false,
+    };
 
-    // Partitions to drop: those that are open here but no longer homed here.
+    // Partitions to drop: those that are open here but no longer homed here, or whose topic
+    // was replaced by a new one of the same name.
     let gone: Vec<(TopicPartition, Slot)> = state
         .partitions
         .borrow()
         .iter()
-        .filter(|(tp, _)| snapshot.shard_for(tp) != Some(me))
+        .filter(|(tp, _)| snapshot.shard_for(tp) != Some(me) || replaced(&tp.topic))
         .map(|(tp, slot)| (tp.clone(), slot.clone()))
         .collect();
     for (tp, slot) in gone {
@@ -223,7 +240,7 @@ pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) 
         }
         // The topic was deleted (partitions never move between shards yet): its data goes.
         // A topic re-created under the same name must start empty.
-        if snapshot.topic(&tp.topic).is_none() {
+        if snapshot.topic(&tp.topic).is_none() || replaced(&tp.topic) {
             let dir = data_dir.join(tp.dir_name());
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -231,6 +248,30 @@ pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) 
                 }
             }
         }
+    }
+
+    // Partitions whose topic's log settings changed: the engine's `Partition` takes its
+    // settings when opened, so close it (flushing what is buffered) and open it again with the
+    // new ones. Requests that reach the partition meanwhile find no slot and are answered with
+    // a retriable UNKNOWN_TOPIC_OR_PARTITION.
+    let changed: Vec<(TopicPartition, Partition)> = state
+        .partitions
+        .borrow()
+        .iter()
+        .filter_map(|(tp, slot)| match slot {
+            Slot::Online(p) => {
+                let meta = snapshot.topic(&tp.topic)?;
+                (**p.config() != *meta.log_config).then(|| (tp.clone(), p.clone()))
+            }
+            Slot::Offline(_) => None,
+        })
+        .collect();
+    for (tp, p) in changed {
+        state.partitions.borrow_mut().remove(&tp);
+        if let Err(e) = p.close().await {
+            tracing::warn!(%tp, error = %e, "closing a partition to change its settings failed");
+        }
+        tracing::info!(%tp, "topic settings changed; partition reopened with them");
     }
 
     // Partitions to open: homed here but not open yet.

@@ -1,6 +1,7 @@
 //! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
 
 pub mod broker;
+pub mod broker_configs;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -298,6 +298,157 @@ pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// Where a described config value comes from (Kafka's `ConfigSource` numbers).
+pub mod source {
+    pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
+    pub const STATIC_BROKER_CONFIG: i8 = 4;
+    pub const DEFAULT_CONFIG: i8 = 5;
+}
+
+/// Kafka's config value types, as DescribeConfigs v3+ reports them.
+pub mod config_type {
+    pub const BOOLEAN: i8 = 1;
+    pub const STRING: i8 = 2;
+    pub const INT: i8 = 3;
+    pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
+    pub const LIST: i8 = 7;
+    pub const PASSWORD: i8 = 9;
+}
+
+impl Kind {
+    /// The Kafka config type of values of this kind.
+    pub fn config_type(self) -> i8 {
+        match self {
+            Kind::Long { .. } => config_type::LONG,
+            Kind::Int { .. } => config_type::INT,
+            Kind::Ratio => config_type::DOUBLE,
+            Kind::Boolean => config_type::BOOLEAN,
+            Kind::OneOf(_) => config_type::STRING,
+            // The replica throttle lists are Kafka LIST configs too.
+            Kind::ListOf(_) | Kind::Text => config_type::LIST,
+        }
+    }
+
+    /// Whether values are comma-separated lists, the only configs IncrementalAlterConfigs may
+    /// APPEND to or SUBTRACT from.
+    pub fn is_list(self) -> bool {
+        self.config_type() == config_type::LIST
+    }
+}
+
+/// One alternative source of a config's value, most specific first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synonym {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: i8,
+}
+
+/// One described config: what DescribeConfigs and CreateTopics (v5+) report for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: i8,
+    pub read_only: bool,
+    pub sensitive: bool,
+    pub config_type: i8,
+    pub doc: &'static str,
+    /// The value's sources, the one in effect first (Kafka's order).
+    pub synonyms: Vec<Synonym>,
+}
+
+impl ConfigEntry {
+    /// Whether the value is the built-in default (DescribeConfigs v0's `is_default`).
+    pub fn is_default(&self) -> bool {
+        self.source == source::DEFAULT_CONFIG
+    }
+}
+
+/// Describes every topic config of a topic with `overrides`: overridden keys as
+/// DYNAMIC_TOPIC_CONFIG, the rest as DEFAULT_CONFIG, with the broker-level synonym that
+/// supplies the default.
+pub fn describe_topic_configs(
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let mut synonyms = Vec::with_capacity(2);
+            let over = overrides.get(def.name);
+            if let Some(v) = over {
+                synonyms.push(Synonym {
+                    name: def.name.to_string(),
+                    value: Some(v.clone()),
+                    source: source::DYNAMIC_TOPIC_CONFIG,
+                });
+            }
+            if let Some(broker) = def.broker_synonym {
+                synonyms.push(Synonym {
+                    name: broker.to_string(),
+                    value: Some(def.default.to_string()),
+                    source: source::DEFAULT_CONFIG,
+                });
+            }
+            ConfigEntry {
+                name: def.name.to_string(),
+                value: Some(over.map_or_else(|| def.default.to_string(), Clone::clone)),
+                source: if over.is_some() {
+                    source::DYNAMIC_TOPIC_CONFIG
+                } else {
+                    source::DEFAULT_CONFIG
+                },
+                read_only: false,
+                sensitive: false,
+                config_type: def.kind.config_type(),
+                doc: doc(def.name),
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+/// A one-sentence description of a topic config (DescribeConfigs `include_documentation`).
+pub fn doc(name: &str) -> &'static str {
+    match name {
+        "cleanup.policy" => "How old log segments are discarded: 'delete' by time or size, 'compact' by keeping the latest value per key, or both.",
+        "compression.type" => "The compression codec of stored batches; 'producer' keeps what the producer sent.",
+        "compression.gzip.level" => "The gzip level used when compression.type is gzip.",
+        "compression.lz4.level" => "The lz4 level used when compression.type is lz4.",
+        "compression.zstd.level" => "The zstd level used when compression.type is zstd.",
+        "delete.retention.ms" => "How long delete markers (tombstones) are kept on compacted topics.",
+        "file.delete.delay.ms" => "How long to wait before deleting a file from the filesystem.",
+        "flush.messages" => "Force an fsync after this many messages have been appended.",
+        "flush.ms" => "Force an fsync when unsynced data is older than this.",
+        "follower.replication.throttled.replicas" => "Replicas whose follower replication is throttled.",
+        "index.interval.bytes" => "How many log bytes lie between two offset index entries.",
+        "leader.replication.throttled.replicas" => "Replicas whose leader replication is throttled.",
+        "local.retention.bytes" => "Local log size kept when tiered storage is enabled (-2: use retention.bytes).",
+        "local.retention.ms" => "Local log age kept when tiered storage is enabled (-2: use retention.ms).",
+        "max.compaction.lag.ms" => "The longest time a message stays ineligible for compaction.",
+        "max.message.bytes" => "The largest record batch size the topic accepts.",
+        "message.timestamp.after.max.ms" => "How far in the future a message timestamp may be.",
+        "message.timestamp.before.max.ms" => "How far in the past a message timestamp may be.",
+        "message.timestamp.type" => "Whether a message's timestamp is the producer's (CreateTime) or the broker's (LogAppendTime).",
+        "min.cleanable.dirty.ratio" => "The share of the log that must be uncompacted before compaction runs.",
+        "min.compaction.lag.ms" => "The shortest time a message stays uncompacted.",
+        "min.insync.replicas" => "Replicas that must acknowledge a write with acks=all.",
+        "preallocate" => "Whether segment files are preallocated on creation.",
+        "remote.storage.enable" => "Whether tiered storage is enabled for the topic.",
+        "retention.bytes" => "The largest size the log may reach before old segments are deleted (-1: no limit).",
+        "retention.ms" => "How long a log segment is kept before it is deleted (-1: forever).",
+        "segment.bytes" => "The size of one log segment file.",
+        "segment.index.bytes" => "The size of one offset index file.",
+        "segment.jitter.ms" => "Random jitter subtracted from segment.ms to avoid rolling all segments at once.",
+        "segment.ms" => "How long before the active segment is rolled even if not full.",
+        "unclean.leader.election.enable" => "Whether an out-of-sync replica may become leader.",
+        _ => "",
+    }
+}
+
 /// Checks a value of a config the storage engine does not act on (it checks its own).
 pub fn validate_non_log_config(name: &str, value: &str) -> Result<(), TopicError> {
     let def = find(name)
@@ -374,6 +525,44 @@ mod tests {
         ours.sort_unstable();
         engine.sort_unstable();
         assert_eq!(ours, engine);
+    }
+
+    #[test]
+    fn every_config_is_documented() {
+        for def in TOPIC_CONFIGS {
+            assert!(
+                !doc(def.name).is_empty(),
+                "{} has no documentation",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_are_dynamic_and_the_rest_default() {
+        let overrides = [("retention.ms".to_string(), "1000".to_string())].into();
+        let entries = describe_topic_configs(&overrides);
+        assert_eq!(entries.len(), TOPIC_CONFIGS.len());
+        let retention = entries.iter().find(|e| e.name == "retention.ms").unwrap();
+        assert_eq!(retention.value.as_deref(), Some("1000"));
+        assert_eq!(retention.source, source::DYNAMIC_TOPIC_CONFIG);
+        assert_eq!(
+            retention
+                .synonyms
+                .iter()
+                .map(|s| (s.name.as_str(), s.source))
+                .collect::<Vec<_>>(),
+            [
+                ("retention.ms", source::DYNAMIC_TOPIC_CONFIG),
+                ("log.retention.ms", source::DEFAULT_CONFIG)
+            ]
+        );
+        let segment = entries.iter().find(|e| e.name == "segment.bytes").unwrap();
+        assert_eq!(segment.value.as_deref(), Some("1073741824"));
+        assert!(segment.is_default());
+        assert_eq!(segment.config_type, config_type::INT);
+        let cleanup = entries.iter().find(|e| e.name == "cleanup.policy").unwrap();
+        assert_eq!(cleanup.config_type, config_type::LIST);
     }
 
     #[test]

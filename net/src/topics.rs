@@ -73,6 +73,42 @@ impl TopicsSnapshot {
     pub fn shard_for(&self, tp: &TopicPartition) -> Option<ShardId> {
         self.placement.shard_for(tp)
     }
+
+    /// Checks that a topic could be created in this snapshot: a valid name that neither exists
+    /// nor collides with an existing one, a valid partition count and valid configs.
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        validate_topic_name(name)?;
+        if self.topics.contains_key(name) {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        // Kafka refuses names that differ only in '.' versus '_', because both map to the same
+        // metric names; a client that relies on that rule must see the same refusal here.
+        if let Some(existing) = self.colliding_topic(name) {
+            return Err(TopicError::InvalidName(format!(
+                "topic '{name}' collides with existing topic '{existing}' ('.' and '_' are \
+                 treated as the same character in topic names)"
+            )));
+        }
+        check_partition_count(partitions)?;
+        log_config_for(configs)?;
+        Ok(())
+    }
+
+    /// An existing topic whose name equals `name` once every '.' is read as '_', if any.
+    pub fn colliding_topic(&self, name: &str) -> Option<&Arc<str>> {
+        if !name.contains(['.', '_']) {
+            return None;
+        }
+        let key = name.replace('.', "_");
+        self.topics
+            .keys()
+            .find(|existing| existing.as_ref() != name && existing.replace('.', "_") == key)
+    }
 }
 
 /// Why a topic change was refused; each maps to one Kafka error code.
@@ -90,6 +126,12 @@ pub enum TopicError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("topic id {0} does not exist")]
+    UnknownTopicId(String),
     #[error("cannot persist topic metadata: {0}")]
     Storage(String),
 }
@@ -105,6 +147,9 @@ impl TopicError {
             TopicError::InvalidPartitions(_) => INVALID_PARTITIONS,
             TopicError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
             TopicError::InvalidConfig(_) => INVALID_CONFIG,
+            TopicError::InvalidReplicaAssignment(_) => INVALID_REPLICA_ASSIGNMENT,
+            TopicError::InvalidRequest(_) => INVALID_REQUEST,
+            TopicError::UnknownTopicId(_) => UNKNOWN_TOPIC_ID,
             TopicError::Storage(_) => KAFKA_STORAGE_ERROR,
         }
     }
@@ -231,6 +276,11 @@ impl TopicStore {
         Arc::new(self.current.clone())
     }
 
+    /// The latest snapshot, borrowed (no copy).
+    pub fn current(&self) -> &TopicsSnapshot {
+        &self.current
+    }
+
     /// Checks that a topic could be created, without creating it (`validate_only`).
     pub fn check_create(
         &self,
@@ -238,13 +288,7 @@ impl TopicStore {
         partitions: i32,
         configs: &BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        validate_topic_name(name)?;
-        if self.current.topics.contains_key(name) {
-            return Err(TopicError::AlreadyExists(name.to_string()));
-        }
-        check_partition_count(partitions)?;
-        log_config_for(configs)?;
-        Ok(())
+        self.current.check_create(name, partitions, configs)
     }
 
     /// Creates a topic; returns the new snapshot. Persisted before it returns.
@@ -352,9 +396,14 @@ impl TopicStore {
         let Some(meta) = self.current.topics.get(name).cloned() else {
             return Err(TopicError::UnknownTopic(name.to_string()));
         };
-        let log_config = log_config_for(&configs)?;
+        let mut log_config = log_config_for(&configs)?;
         if validate_only {
             return Ok(self.snapshot());
+        }
+        // Keep the very same settings object when the log settings did not change, so shards
+        // see at a glance that their open partitions need nothing.
+        if *log_config == *meta.log_config {
+            log_config = meta.log_config.clone();
         }
         let mut next = self.current.clone();
         next.version += 1;
@@ -426,8 +475,9 @@ pub fn log_config_for(configs: &BTreeMap<String, String>) -> Result<Arc<LogConfi
     Ok(Arc::new(c))
 }
 
-fn check_partition_count(partitions: i32) -> Result<(), TopicError> {
-    if partitions < 1 || partitions > TOPIC_PARTITIONS_MAX {
+/// Checks a topic's partition count against Kafka's limits.
+pub fn check_partition_count(partitions: i32) -> Result<(), TopicError> {
+    if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
         return Err(TopicError::InvalidPartitions(format!(
             "number of partitions {partitions} must be between 1 and {TOPIC_PARTITIONS_MAX}"
         )));
@@ -568,6 +618,51 @@ mod tests {
         assert_eq!(code(store.delete("nope")), 3);
         assert_eq!(store.snapshot().version, before);
         assert!(store.snapshot().topic("u").is_none());
+    }
+
+    #[test]
+    fn names_differing_only_in_dot_and_underscore_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TopicStore::open(dir.path(), 1).unwrap();
+        store.create("a.b_c", 1, BTreeMap::new(), false).unwrap();
+        for colliding in ["a_b_c", "a.b.c", "a_b.c"] {
+            let e = store
+                .create(colliding, 1, BTreeMap::new(), false)
+                .unwrap_err();
+            assert_eq!(e.kafka_code(), 17, "{colliding}");
+            assert!(e.to_string().contains("a.b_c"), "{e}");
+        }
+        assert_eq!(
+            store
+                .create("a.b_c", 1, BTreeMap::new(), false)
+                .unwrap_err()
+                .kafka_code(),
+            36
+        );
+        assert!(store.create("a-b-c", 1, BTreeMap::new(), false).is_ok());
+    }
+
+    #[test]
+    fn unchanged_log_settings_keep_the_same_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TopicStore::open(dir.path(), 1).unwrap();
+        let before = store
+            .create("t", 1, cfg(&[("retention.ms", "5")]), false)
+            .unwrap();
+        let before = before.topic("t").unwrap().log_config.clone();
+        let after = store
+            .set_configs(
+                "t",
+                cfg(&[("retention.ms", "5"), ("min.insync.replicas", "1")]),
+                false,
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&before, &after.topic("t").unwrap().log_config));
+        let changed = store.set_configs("t", BTreeMap::new(), false).unwrap();
+        assert_eq!(
+            changed.topic("t").unwrap().log_config.retention_ms,
+            604_800_000
+        );
     }
 
     #[test]

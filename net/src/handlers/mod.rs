@@ -17,8 +17,16 @@ use sluice_protocol::{ApiKey, Request, Response};
 use crate::broker::BrokerCtx;
 use crate::connection::Reply;
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod metadata;
 pub mod produce;
 
@@ -63,6 +71,14 @@ macro_rules! handlers {
 handlers! {
     ApiVersions => api_versions,
     Metadata => metadata,
+    CreateTopics => create_topics,
+    DeleteTopics => delete_topics,
+    CreatePartitions => create_partitions,
+    DescribeConfigs => describe_configs,
+    AlterConfigs => alter_configs,
+    IncrementalAlterConfigs => incremental_alter_configs,
+    DescribeCluster => describe_cluster,
+    DescribeLogDirs => describe_log_dirs,
     Produce => produce,
     Fetch => fetch,
 }

@@ -1,0 +1,234 @@
+//! The broker's own settings as DescribeConfigs reports them for a BROKER resource.
+//!
+//! A broker resource lists what this broker runs with: the settings given on the command line
+//! or in the config file (STATIC_BROKER_CONFIG when they differ from the embedded default,
+//! DEFAULT_CONFIG otherwise), and the broker-level defaults of every topic config under its
+//! Kafka broker name (`log.retention.ms`, `message.max.bytes` …). Sluice does not support
+//! dynamic broker configs, so every entry is read-only and AlterConfigs on a broker resource is
+//! refused with a message (see [`dynamic_broker_config_refusal`]). Pure data; runs on whichever
+//! shard answers the request.
+
+use crate::config::{
+    BrokerConfig, CONNECTIONS_MAX_IDLE_MS_DEFAULT, MAX_CONNECTIONS_DEFAULT,
+    SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+};
+use crate::topic_configs::{config_type, source, ConfigEntry, Synonym, TOPIC_CONFIGS};
+
+/// Default of `num.partitions` when no flag or file sets it (Kafka's default).
+pub const NUM_PARTITIONS_DEFAULT: i32 = 1;
+/// The only replication factor a single node can offer.
+pub const DEFAULT_REPLICATION_FACTOR: i16 = 1;
+
+/// Every broker config of this broker, sorted by name.
+pub fn describe_broker_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .unwrap_or_else(|_| config.data_dir.clone())
+        .display()
+        .to_string();
+    let mut out = vec![
+        entry(
+            "broker.id",
+            config.node_id.to_string(),
+            source::STATIC_BROKER_CONFIG,
+            config_type::INT,
+            "The id of this broker.",
+        ),
+        entry(
+            "node.id",
+            config.node_id.to_string(),
+            source::STATIC_BROKER_CONFIG,
+            config_type::INT,
+            "The id of this node in the cluster.",
+        ),
+        entry(
+            "log.dirs",
+            data_dir,
+            source::STATIC_BROKER_CONFIG,
+            config_type::STRING,
+            "The directory that holds the log data.",
+        ),
+        entry(
+            "listeners",
+            format!("PLAINTEXT://{}", config.listen),
+            source::STATIC_BROKER_CONFIG,
+            config_type::STRING,
+            "The address the Kafka listener binds.",
+        ),
+        entry(
+            "advertised.listeners",
+            format!(
+                "PLAINTEXT://{}:{}",
+                config.advertised_host, config.advertised_port
+            ),
+            source::STATIC_BROKER_CONFIG,
+            config_type::STRING,
+            "The address clients are told to connect to.",
+        ),
+        static_or_default(
+            "auto.create.topics.enable",
+            config.auto_create_topics_enable,
+            true,
+            config_type::BOOLEAN,
+            "Whether a topic is created when a client asks for metadata of a topic that does not exist.",
+        ),
+        static_or_default(
+            "num.partitions",
+            config.num_partitions,
+            NUM_PARTITIONS_DEFAULT,
+            config_type::INT,
+            "The default number of partitions of a new topic.",
+        ),
+        entry(
+            "default.replication.factor",
+            DEFAULT_REPLICATION_FACTOR.to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::INT,
+            "The replication factor of a new topic; a single node offers only 1.",
+        ),
+        entry(
+            "delete.topic.enable",
+            "true".to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::BOOLEAN,
+            "Whether topics may be deleted.",
+        ),
+        static_or_default(
+            "socket.request.max.bytes",
+            config.socket_request_max_bytes,
+            SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            config_type::INT,
+            "The largest request the broker accepts.",
+        ),
+        static_or_default(
+            "connections.max.idle.ms",
+            config.connections_max_idle_ms,
+            CONNECTIONS_MAX_IDLE_MS_DEFAULT,
+            config_type::LONG,
+            "Idle connections are closed after this long.",
+        ),
+        static_or_default(
+            "max.connections",
+            config.max_connections,
+            MAX_CONNECTIONS_DEFAULT,
+            config_type::INT,
+            "The most client connections the broker accepts at once.",
+        ),
+    ];
+    for def in TOPIC_CONFIGS {
+        let Some(name) = def.broker_synonym else {
+            continue;
+        };
+        if out.iter().any(|e| e.name == name) {
+            continue;
+        }
+        out.push(entry(
+            name,
+            def.default.to_string(),
+            source::DEFAULT_CONFIG,
+            def.kind.config_type(),
+            crate::topic_configs::doc(def.name),
+        ));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Why a broker resource cannot be altered: Sluice reads broker settings at start-up only.
+pub fn dynamic_broker_config_refusal(resource_name: &str) -> String {
+    format!(
+        "broker '{resource_name}': sluice does not support dynamic broker configs; set them in \
+         the broker's config file or flags and restart"
+    )
+}
+
+/// Checks a BROKER resource name: this broker's id, or empty for the cluster-wide defaults.
+/// Returns whether it names this broker (`false`: the cluster-wide default resource).
+pub fn check_broker_resource(config: &BrokerConfig, resource_name: &str) -> Result<bool, String> {
+    if resource_name.is_empty() {
+        return Ok(false);
+    }
+    match resource_name.parse::<i32>() {
+        Ok(id) if id == config.node_id => Ok(true),
+        _ => Err(format!(
+            "unexpected broker id '{resource_name}': this is broker {}, ask for '{}' or '' \
+             (the cluster-wide defaults)",
+            config.node_id, config.node_id
+        )),
+    }
+}
+
+fn entry(name: &str, value: String, src: i8, config_type: i8, doc: &'static str) -> ConfigEntry {
+    ConfigEntry {
+        name: name.to_string(),
+        value: Some(value.clone()),
+        source: src,
+        // Nothing here can change while the broker runs.
+        read_only: true,
+        sensitive: false,
+        config_type,
+        doc,
+        synonyms: vec![Synonym {
+            name: name.to_string(),
+            value: Some(value),
+            source: src,
+        }],
+    }
+}
+
+fn static_or_default<T: PartialEq + ToString>(
+    name: &str,
+    value: T,
+    default: T,
+    config_type: i8,
+    doc: &'static str,
+) -> ConfigEntry {
+    let src = if value == default {
+        source::DEFAULT_CONFIG
+    } else {
+        source::STATIC_BROKER_CONFIG
+    };
+    entry(name, value.to_string(), src, config_type, doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+
+    fn config(layer: ConfigLayer) -> BrokerConfig {
+        BrokerConfig::resolve(layer).unwrap()
+    }
+
+    #[test]
+    fn given_settings_are_static_and_the_rest_default() {
+        let c = config(ConfigLayer {
+            num_partitions: Some(3),
+            ..ConfigLayer::default()
+        });
+        let entries = describe_broker_configs(&c);
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("num.partitions").value.as_deref(), Some("3"));
+        assert_eq!(get("num.partitions").source, source::STATIC_BROKER_CONFIG);
+        assert_eq!(
+            get("auto.create.topics.enable").source,
+            source::DEFAULT_CONFIG
+        );
+        assert_eq!(get("log.retention.ms").value.as_deref(), Some("604800000"));
+        assert_eq!(get("message.max.bytes").value.as_deref(), Some("1048588"));
+        assert_eq!(get("broker.id").value.as_deref(), Some("1"));
+        assert!(entries.iter().all(|e| e.read_only));
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let len = names.len();
+        names.dedup();
+        assert_eq!(names.len(), len, "duplicate broker config names");
+    }
+
+    #[test]
+    fn broker_resource_names_are_this_broker_or_empty() {
+        let c = config(ConfigLayer::default());
+        assert_eq!(check_broker_resource(&c, "1"), Ok(true));
+        assert_eq!(check_broker_resource(&c, ""), Ok(false));
+        assert!(check_broker_resource(&c, "2").is_err());
+        assert!(check_broker_resource(&c, "one").is_err());
+    }
+}
