@@ -19,6 +19,7 @@ use crate::connection::Reply;
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod delete_records;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
@@ -26,8 +27,10 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod fetch;
+pub mod list_offsets;
 pub mod incremental_alter_configs;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 /// A served API: its key and the version range the broker advertises.
@@ -81,6 +84,9 @@ handlers! {
     DescribeLogDirs => describe_log_dirs,
     Produce => produce,
     Fetch => fetch,
+    ListOffsets => list_offsets,
+    OffsetForLeaderEpoch => offset_for_leader_epoch,
+    DeleteRecords => delete_records,
 }
 
 /// The advertised version range of `key`, if the broker serves it.
