@@ -2,6 +2,8 @@
 //! in request order even when later ones finish first; a frame over the size limit, or a
 //! truncated one, closes only that connection; a reply of `Close` closes the connection.
 
+#![allow(clippy::unwrap_used)] // test harness helpers: a failed unwrap is a failed test
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
