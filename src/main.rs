@@ -14,6 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use sluice_net::config::{BrokerConfig, ConfigLayer};
 use sluice_net::server::ListenerShared;
 
+mod cli_common;
+mod cli_consume;
+mod cli_produce;
+mod cli_topic;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sluice",
@@ -29,6 +34,12 @@ struct Cli {
 enum Command {
     /// Run the broker in the foreground.
     Start(StartArgs),
+    /// Manage topics on a running broker.
+    Topic(cli_topic::TopicArgs),
+    /// Write lines from stdin as records to a topic.
+    Produce(cli_produce::ProduceArgs),
+    /// Print records of a topic as lines on stdout.
+    Consume(cli_consume::ConsumeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +89,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Topic(args) => cli_common::finish(cli_topic::run(args)),
+        Command::Produce(args) => cli_common::finish(cli_produce::run(args)),
+        Command::Consume(args) => cli_common::finish(cli_consume::run(args)),
     }
 }
 

@@ -177,6 +177,17 @@ impl AlterConfigOp {
 impl Client {
     /// Metadata for `topics` (`None` = every topic). Never asks the broker to auto-create.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<ClusterMetadata> {
+        self.metadata_with(topics, false)
+    }
+
+    /// Metadata for `topics`, letting the broker auto-create the named topics when
+    /// `allow_auto_create` is set and its `auto.create.topics.enable` allows it (as producers
+    /// ask).
+    pub fn metadata_with(
+        &mut self,
+        topics: Option<&[&str]>,
+        allow_auto_create: bool,
+    ) -> Result<ClusterMetadata> {
         let request = MetadataRequest {
             topics: topics.map(|names| {
                 names
@@ -188,7 +199,7 @@ impl Client {
                     })
                     .collect()
             }),
-            allow_auto_topic_creation: false,
+            allow_auto_topic_creation: allow_auto_create,
             ..MetadataRequest::default()
         };
         match self.call(Request::Metadata(request))? {

@@ -22,6 +22,7 @@ pub use admin::{
     AlterConfigOp, BrokerMetadata, ClusterMetadata, ConfigEntry, ConfigSource, NewTopic,
     PartitionMetadata, TopicMetadata,
 };
+pub use bytes::Bytes;
 pub use connection::{Client, ClientConfig, CLIENT_VERSIONS, RESPONSE_BYTES_MAX};
 pub use error::{ClientError, KafkaError};
 pub use fetch::{ConsumedRecord, FetchOptions, FetchedPartition, OffsetSpec, TopicRef};
