@@ -17,6 +17,7 @@
 //! calls them: the connection's shard for produce validation, the partition's home shard for
 //! recompression.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use thiserror::Error;
@@ -196,14 +197,11 @@ pub fn decompress(codec: Codec, input: &[u8], max_out: usize) -> Result<Vec<u8>,
         ),
         Codec::Snappy => decompress_snappy(input, max_out),
         Codec::Lz4 => decompress_lz4(input, max_out),
-        Codec::Zstd => {
-            let mut decoder =
-                zstd::stream::read::Decoder::with_buffer(input).map_err(|e| corrupt(codec, &e))?;
-            decoder
-                .window_log_max(zstd_window_log_max(max_out))
-                .map_err(|e| corrupt(codec, &e))?;
-            read_capped(codec, decoder, input, max_out)
-        }
+        Codec::Zstd => ZSTD_DCTX.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut dctx) => decompress_zstd(&mut dctx, input, max_out),
+            // Only reachable if a decompression re-entered this one; use a fresh context.
+            Err(_) => decompress_zstd(&mut zstd::zstd_safe::DCtx::create(), input, max_out),
+        }),
     }
 }
 
@@ -323,94 +321,149 @@ fn read_capped<R: Read>(
     Ok(out)
 }
 
-/// LZ4 frames, one after another until the input is used up. The frame decoder reports end of
-/// stream at the end of each frame, so a plain read would silently drop any later frame and
-/// any trailing garbage; instead every remaining byte must form further frames.
-fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionError> {
-    let codec = Codec::Lz4;
-    // The decoder treats a frame cut at a block boundary as finished; walking the framing first
-    // makes truncation and trailing bytes errors.
-    lz4_check_framing(input).map_err(|reason| CompressionError::Corrupt { codec, reason })?;
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(input);
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(max_out));
+thread_local! {
+    /// One zstd decompression context per thread (per shard: a shard is one thread). Creating a
+    /// context costs tens of microseconds, as much as decoding a 16 KiB batch, so it is reused;
+    /// each use starts a fresh session.
+    static ZSTD_DCTX: RefCell<zstd::zstd_safe::DCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// Streams zstd frames (any number, with or without content sizes) into a buffer that grows
+/// with the output and never past `max_out + 1` bytes.
+fn decompress_zstd(
+    dctx: &mut zstd::zstd_safe::DCtx<'static>,
+    input: &[u8],
+    max_out: usize,
+) -> Result<Vec<u8>, CompressionError> {
+    use zstd::zstd_safe::{get_error_name, DParameter, InBuffer, OutBuffer, ResetDirective};
+    let codec = Codec::Zstd;
+    let zstd_error = |code: usize| CompressionError::Corrupt {
+        codec,
+        reason: get_error_name(code).to_string(),
+    };
+    dctx.reset(ResetDirective::SessionAndParameters)
+        .map_err(zstd_error)?;
+    dctx.set_parameter(DParameter::WindowLogMax(zstd_window_log_max(max_out)))
+        .map_err(zstd_error)?;
+    let limit = max_out.saturating_add(1);
+    let mut out: Vec<u8> = Vec::with_capacity(input.len().saturating_mul(4).clamp(1, limit));
+    let mut source = InBuffer::around(input);
     loop {
-        let before = decoder.get_ref().len();
-        let room = (max_out - out.len()) as u64 + 1;
-        (&mut decoder)
-            .take(room)
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(codec, &e))?;
+        if out.len() == out.capacity() {
+            if out.len() > max_out {
+                return Err(CompressionError::OutputTooLarge { codec, max_out });
+            }
+            // Double, but never past one byte over the cap (enough to detect the overflow).
+            let grow = out.capacity().max(4096).min(limit - out.len());
+            out.reserve_exact(grow);
+        }
+        let (consumed_before, produced_before) = (source.pos(), out.len());
+        let hint = {
+            let mut sink = OutBuffer::around_pos(&mut out, produced_before);
+            dctx.decompress_stream(&mut sink, &mut source)
+                .map_err(zstd_error)?
+        };
         if out.len() > max_out {
             return Err(CompressionError::OutputTooLarge { codec, max_out });
         }
-        let left = decoder.get_ref().len();
-        if left == 0 {
-            return Ok(out);
-        }
-        if left == before {
-            // Cannot happen with a decoder that consumes each frame it reports; guards the
-            // loop against spinning on input it neither decodes nor rejects.
+        if source.pos() == input.len() && out.len() < out.capacity() {
+            // All input read and room left over: the stream is complete only if the last
+            // frame finished.
+            if hint == 0 {
+                return Ok(out);
+            }
             return Err(CompressionError::Corrupt {
                 codec,
-                reason: format!("{left} bytes after the last frame are not a frame"),
+                reason: "the last frame is incomplete".into(),
+            });
+        }
+        if source.pos() == consumed_before
+            && out.len() == produced_before
+            && out.len() < out.capacity()
+        {
+            return Err(CompressionError::Corrupt {
+                codec,
+                reason: "decoder made no progress".into(),
             });
         }
     }
 }
 
-/// Walks the LZ4 frames in `input` without decoding them: every frame must be complete (end
-/// mark and optional checksums present), every block within the frame's maximum block size,
-/// and nothing may follow the last frame. Skippable frames are allowed; the legacy format,
-/// which no Kafka client writes, is not.
+/// LZ4 frames, one after another until the input is used up.
 ///
 /// ```text
 /// frame: magic 04 22 4D 18 | FLG | BD | [content size u64 LE] | [dict id u32] | HC
 ///        block*: [size u32 LE, high bit = stored] [data] [block checksum u32]
 ///        end mark 00 00 00 00 | [content checksum u32]
 /// ```
-fn lz4_check_framing(input: &[u8]) -> Result<(), String> {
+///
+/// We walk the framing ourselves, so that a frame cut short, a block larger than its frame
+/// allows, or bytes after the last frame are errors (the library's streaming decoder treats a
+/// frame cut at a block boundary as complete and stops at the first frame's end). Frames as
+/// Kafka clients write them (independent blocks, no checksums) are then decoded block by block
+/// straight into the output, with no intermediate buffers; frames with linked blocks or
+/// checksums go through the library's frame decoder, which verifies the checksums. Skippable
+/// frames are allowed; the legacy format, which no Kafka client writes, is not.
+fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionError> {
     const FRAME_MAGIC: u32 = 0x184D_2204;
     const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
-    let word = |at: usize| -> Result<u32, String> {
+    let codec = Codec::Lz4;
+    let bad = |reason: String| CompressionError::Corrupt { codec, reason };
+    let word = |at: usize| -> Result<u32, CompressionError> {
         input
-            .get(at..at + 4)
+            .get(at..at.saturating_add(4))
             .and_then(|b| b.try_into().ok())
             .map(u32::from_le_bytes)
-            .ok_or_else(|| format!("frame truncated at byte {at} of {}", input.len()))
+            .ok_or_else(|| bad(format!("frame truncated at byte {at} of {}", input.len())))
     };
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(max_out));
     let mut pos = 0usize;
     while pos < input.len() {
+        let frame_start = pos;
         let magic = word(pos)?;
         if magic & 0xFFFF_FFF0 == SKIPPABLE_MAGIC {
             pos = pos
                 .saturating_add(8)
                 .saturating_add(word(pos + 4)? as usize);
             if pos > input.len() {
-                return Err("skippable frame runs past the input".into());
+                return Err(bad("skippable frame runs past the input".into()));
             }
             continue;
         }
         if magic != FRAME_MAGIC {
-            return Err(format!("no LZ4 frame magic at byte {pos}"));
+            return Err(bad(format!("no LZ4 frame magic at byte {pos}")));
         }
         let (Some(&flg), Some(&bd)) = (input.get(pos + 4), input.get(pos + 5)) else {
-            return Err("frame descriptor truncated".into());
+            return Err(bad("frame descriptor truncated".into()));
         };
         if flg >> 6 != 0b01 {
-            return Err(format!("unsupported frame version {}", flg >> 6));
+            return Err(bad(format!("unsupported frame version {}", flg >> 6)));
         }
+        let independent = flg & 0x20 != 0;
         let block_checksum = flg & 0x10 != 0;
-        let content_size = flg & 0x08 != 0;
+        let has_content_size = flg & 0x08 != 0;
         let content_checksum = flg & 0x04 != 0;
-        let dict_id = flg & 0x01 != 0;
+        let has_dict_id = flg & 0x01 != 0;
         let block_max: usize = match (bd >> 4) & 0x07 {
             4 => 64 << 10,
             5 => 256 << 10,
             6 => 1 << 20,
             7 => 4 << 20,
-            other => return Err(format!("invalid block size id {other}")),
+            other => return Err(bad(format!("invalid block size id {other}"))),
         };
-        pos += 6 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
+        let content_size = if has_content_size {
+            let raw = input
+                .get(pos + 6..pos + 14)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| bad("content size truncated".into()))?;
+            Some(u64::from_le_bytes(raw))
+        } else {
+            None
+        };
+        pos += 6 + if has_content_size { 8 } else { 0 } + if has_dict_id { 4 } else { 0 } + 1;
+        let direct = independent && !block_checksum && !content_checksum && !has_dict_id;
+        let frame_out_start = out.len();
         loop {
             let block = word(pos)?;
             pos += 4;
@@ -419,23 +472,76 @@ fn lz4_check_framing(input: &[u8]) -> Result<(), String> {
             }
             let size = (block & 0x7FFF_FFFF) as usize;
             if size > block_max {
-                return Err(format!(
+                return Err(bad(format!(
                     "block of {size} bytes exceeds the frame's {block_max}"
-                ));
+                )));
             }
+            let data = input
+                .get(pos..pos + size)
+                .ok_or_else(|| bad(format!("block runs past the input ({} bytes)", input.len())))?;
             pos += size + if block_checksum { 4 } else { 0 };
-            if pos > input.len() {
-                return Err(format!("block runs past the input ({} bytes)", input.len()));
+            if direct {
+                lz4_block_append(data, block & 0x8000_0000 != 0, block_max, max_out, &mut out)?;
             }
         }
         if content_checksum {
             pos += 4;
         }
         if pos > input.len() {
-            return Err("content checksum truncated".into());
+            return Err(bad("frame checksum truncated".into()));
+        }
+        if direct {
+            let produced = (out.len() - frame_out_start) as u64;
+            if content_size.is_some_and(|declared| declared != produced) {
+                return Err(bad(format!(
+                    "frame declares {} bytes of content but holds {produced}",
+                    content_size.unwrap_or_default()
+                )));
+            }
+        } else {
+            let room = (max_out - out.len()) as u64 + 1;
+            lz4_flex::frame::FrameDecoder::new(&input[frame_start..pos])
+                .take(room)
+                .read_to_end(&mut out)
+                .map_err(|e| corrupt(codec, &e))?;
+            if out.len() > max_out {
+                return Err(CompressionError::OutputTooLarge { codec, max_out });
+            }
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Appends one independent LZ4 block (or a stored one) to `out`, within `max_out`.
+fn lz4_block_append(
+    data: &[u8],
+    stored: bool,
+    block_max: usize,
+    max_out: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
+    let codec = Codec::Lz4;
+    let start = out.len();
+    let room = max_out - start;
+    if stored {
+        if data.len() > room {
+            return Err(CompressionError::OutputTooLarge { codec, max_out });
+        }
+        out.extend_from_slice(data);
+        return Ok(());
+    }
+    let window = block_max.min(room);
+    out.resize(start + window, 0);
+    match lz4_flex::block::decompress_into(data, &mut out[start..]) {
+        Ok(written) => {
+            out.truncate(start + written);
+            Ok(())
+        }
+        Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if window < block_max => {
+            Err(CompressionError::OutputTooLarge { codec, max_out })
+        }
+        Err(e) => Err(corrupt(codec, &e)),
+    }
 }
 
 /// Snappy: xerial framing when the magic is present, otherwise one raw block.
