@@ -68,6 +68,9 @@ struct StartArgs {
     /// Allow a data directory without O_DIRECT support (development only).
     #[arg(long)]
     dev: bool,
+    /// How often expired segments are deleted, in ms [default: 300000].
+    #[arg(long)]
+    log_retention_check_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -80,6 +83,7 @@ impl StartArgs {
             node_id: self.node_id,
             log_level: self.log_level.clone(),
             dev: self.dev.then_some(true),
+            log_retention_check_interval_ms: self.log_retention_check_interval_ms,
             ..ConfigLayer::default()
         }
     }

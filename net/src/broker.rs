@@ -174,11 +174,46 @@ async fn run_shard(
             idle: Duration::from_millis(config.connections_max_idle_ms),
         },
     };
+    spawn_retention(&ctx, shared.clone());
     let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
     server::accept_loop(listener, listener_config, shared, handler).await;
     cluster::close_all(&ctx).await;
     ctx.close_mesh();
     Ok(())
+}
+
+/// Deletes expired segments of this shard's partitions every
+/// `log.retention.check.interval.ms`, on the low-priority background queue so that it yields to
+/// the request path.
+///
+/// Runs on the shard that owns the partitions.
+fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
+    let interval = Duration::from_millis(ctx.state().config.log_retention_check_interval_ms);
+    let weak = Rc::downgrade(ctx);
+    ctx.spawn_background(async move {
+        loop {
+            glommio::timer::sleep(interval).await;
+            if shared.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(ctx) = weak.upgrade() else { return };
+            let now = sluice_engine::partition::now_ms();
+            for p in ctx.state().cluster.online_partitions() {
+                match sluice_engine::retention::enforce_retention(&p, now).await {
+                    Ok(outcome) if outcome.deleted_segments > 0 => tracing::info!(
+                        tp = %p.topic_partition(),
+                        deleted = outcome.deleted_segments,
+                        log_start = %outcome.log_start_offset,
+                        "retention deleted segments"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(tp = %p.topic_partition(), error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Decodes Kafka requests, dispatches them to the handlers and encodes the responses.

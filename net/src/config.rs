@@ -17,6 +17,8 @@ pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
 pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default limit on open client connections per broker.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
+/// Default `log.retention.check.interval.ms` (Kafka's default, 5 minutes).
+pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 /// Requests of one connection that may be in flight (decoded, not yet answered) at once.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 32;
 
@@ -51,6 +53,7 @@ pub struct ConfigLayer {
     pub connections_max_idle_ms: Option<u64>,
     pub auto_create_topics_enable: Option<bool>,
     pub num_partitions: Option<i32>,
+    pub log_retention_check_interval_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -87,6 +90,9 @@ impl ConfigLayer {
                 .auto_create_topics_enable
                 .or(self.auto_create_topics_enable),
             num_partitions: over.num_partitions.or(self.num_partitions),
+            log_retention_check_interval_ms: over
+                .log_retention_check_interval_ms
+                .or(self.log_retention_check_interval_ms),
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
+    /// How often each shard deletes segments past `retention.ms` / `retention.bytes`.
+    pub log_retention_check_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -164,6 +172,10 @@ impl BrokerConfig {
                 .unwrap_or(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
             auto_create_topics_enable: layer.auto_create_topics_enable.unwrap_or(true),
             num_partitions,
+            log_retention_check_interval_ms: layer
+                .log_retention_check_interval_ms
+                .unwrap_or(LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
+                .max(1),
         })
     }
 }
