@@ -38,6 +38,9 @@ pub enum Command {
     /// Renders one or more JSON reports into an SVG chart of latency percentiles and
     /// throughput.
     Plot(PlotArgs),
+    /// Measures the machine limits results are compared with (O_DIRECT disk, loopback TCP).
+    #[command(subcommand)]
+    Limits(crate::limits::LimitsCommand),
 }
 
 /// Which workload a run executes.
@@ -200,7 +203,11 @@ impl LoadArgs {
         if self.in_flight == 0 || self.threads == 0 || self.partitions_per_request == 0 {
             bail!("--in-flight, --threads and --partitions-per-request must be at least 1");
         }
-        if !self.duration.is_finite() || self.duration <= 0.0 || self.warmup < 0.0 || self.warmup >= self.duration {
+        if !self.duration.is_finite()
+            || self.duration <= 0.0
+            || self.warmup < 0.0
+            || self.warmup >= self.duration
+        {
             bail!("--duration must be positive and larger than --warmup");
         }
         if let Some(rate) = self.rate {

@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod client;
 mod consume;
+mod limits;
 mod payload;
 mod plot;
 mod produce;
@@ -31,6 +32,7 @@ fn main() -> Result<()> {
         Command::E2e(args) => load(Mode::E2e, &args),
         Command::Mixed(args) => load(Mode::Mixed, &args),
         Command::Plot(args) => plot::plot(&args.reports, &args.out, &args.title),
+        Command::Limits(command) => limits::run(&command),
     }
 }
 
