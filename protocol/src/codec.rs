@@ -314,16 +314,16 @@ impl EncodedFrame {
     }
 }
 
-enum Piece {
-    Owned(BytesMut),
-    Shared(Bytes),
-}
-
 /// Writes Kafka primitives into a growable buffer; in vectored mode `records` values of at
 /// least `split_threshold` bytes are referenced, not copied.
+///
+/// The skeleton is always one buffer; a split only records "at this skeleton offset, insert
+/// this shared blob", so splitting never allocates and the size prefix at offset 0 can be
+/// patched at the end. `finish` cuts the frozen skeleton at the recorded offsets.
 pub struct Encoder {
     buf: BytesMut,
-    pieces: Vec<Piece>,
+    splits: Vec<(usize, Bytes)>,
+    shared_len: usize,
     split_threshold: usize,
 }
 
@@ -345,26 +345,19 @@ impl Encoder {
         Self::with_buffer(BytesMut::new(), split_threshold)
     }
 
-    /// Uses `buf` (its spare capacity) as the first buffer.
+    /// Uses `buf` (its spare capacity) as the skeleton buffer.
     pub fn with_buffer(buf: BytesMut, split_threshold: usize) -> Self {
         Self {
             buf,
-            pieces: Vec::new(),
+            splits: Vec::new(),
+            shared_len: 0,
             split_threshold,
         }
     }
 
     /// Bytes written so far, across all chunks.
     pub fn len(&self) -> usize {
-        let done: usize = self
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Owned(b) => b.len(),
-                Piece::Shared(b) => b.len(),
-            })
-            .sum();
-        done + self.buf.len()
+        self.buf.len() + self.shared_len
     }
 
     /// True when nothing has been written.
@@ -372,21 +365,19 @@ impl Encoder {
         self.len() == 0
     }
 
-    /// Reserves room for at least `additional` more bytes in the current buffer.
+    /// Reserves room for at least `additional` more bytes in the skeleton buffer.
     pub fn reserve(&mut self, additional: usize) {
         self.buf.reserve(additional);
     }
 
     /// Overwrites the first 4 bytes of the output with `value` (the frame size prefix,
-    /// reserved by writing a placeholder first). Returns false if fewer than 4 bytes were
-    /// written before the first split, which the frame encoders never do.
+    /// reserved by writing a placeholder first). Returns false if fewer than 4 bytes of
+    /// skeleton precede the first shared chunk, which the frame encoders never do.
     pub fn patch_prefix(&mut self, value: i32) -> bool {
-        let first = match self.pieces.first_mut() {
-            Some(Piece::Owned(b)) => b,
-            Some(Piece::Shared(_)) => return false,
-            None => &mut self.buf,
-        };
-        match first.get_mut(..4) {
+        if self.splits.first().is_some_and(|(at, _)| *at < 4) {
+            return false;
+        }
+        match self.buf.get_mut(..4) {
             Some(head) => {
                 head.copy_from_slice(&value.to_be_bytes());
                 true
@@ -396,16 +387,24 @@ impl Encoder {
     }
 
     /// Finishes into a frame of one or more chunks.
-    pub fn finish(mut self) -> EncodedFrame {
-        let mut chunks = Vec::with_capacity(self.pieces.len() + 1);
-        for piece in self.pieces.drain(..) {
-            match piece {
-                Piece::Owned(b) => chunks.push(b.freeze()),
-                Piece::Shared(b) => chunks.push(b),
-            }
+    pub fn finish(self) -> EncodedFrame {
+        let skeleton = self.buf.freeze();
+        if self.splits.is_empty() {
+            return EncodedFrame {
+                chunks: vec![skeleton],
+            };
         }
-        if !self.buf.is_empty() || chunks.is_empty() {
-            chunks.push(self.buf.freeze());
+        let mut chunks = Vec::with_capacity(2 * self.splits.len() + 1);
+        let mut start = 0;
+        for (at, blob) in self.splits {
+            if at > start {
+                chunks.push(skeleton.slice(start..at));
+            }
+            chunks.push(blob);
+            start = at;
+        }
+        if start < skeleton.len() {
+            chunks.push(skeleton.slice(start..));
         }
         EncodedFrame { chunks }
     }
@@ -535,12 +534,9 @@ impl Encoder {
     ) -> Result<(), EncodeError> {
         self.length(v.map(Bytes::len), compact, true)?;
         if let Some(b) = v {
-            if b.len() >= self.split_threshold {
-                let head = self.buf.split();
-                if !head.is_empty() {
-                    self.pieces.push(Piece::Owned(head));
-                }
-                self.pieces.push(Piece::Shared(b.clone()));
+            if b.len() >= self.split_threshold && !b.is_empty() {
+                self.splits.push((self.buf.len(), b.clone()));
+                self.shared_len += b.len();
             } else {
                 self.buf.put_slice(b);
             }
