@@ -37,7 +37,7 @@ use crate::durability::{Durability, FlushTarget, ShardFlusher};
 use crate::error::{Error, InvalidRecord, Result};
 use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::BATCH_CACHE_BYTES_DEFAULT;
-use crate::recovery::{check_closed_segment, recover_last_segment, TailRecovery};
+use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
 use crate::segment_reader::{locate, read_batches, ScanItem, Scanner};
 use crate::segment_writer::SegmentWriter;
@@ -205,7 +205,10 @@ impl Partition {
                 pos: FilePos(0),
                 detail: "no segment".to_string(),
             })?;
-        let tail = recover_last_segment(&last, interval).await?;
+        let tail = recover_last_segment(&last, interval, RecoveryPoint::load(&dir)).await?;
+        // The active segment's index files are in memory now (or will be rebuilt); removing
+        // them means such files only ever exist right after a roll or a clean close, when they
+        // are complete.
         last.remove_index_files()?;
         // Recovered bytes may still sit in a device cache after a process crash: make them
         // durable before calling them durable.
@@ -218,6 +221,12 @@ impl Partition {
         }
         let end = last.size();
         let next_offset = last.next_offset();
+        RecoveryPoint {
+            segment_base: last.base(),
+            pos: FilePos(end),
+            next_offset,
+        }
+        .store(&dir)?;
         let tail_bytes = read_tail(&last, end).await?;
         let first_base = bases[0];
         let log_start = checkpoint
@@ -625,6 +634,7 @@ impl Partition {
                 .map(|(_, s)| s.clone())
                 .collect()
         };
+        RecoveryPoint::remove(&inner.dir)?;
         for s in later.iter().rev() {
             s.remove_files()?;
         }
@@ -655,6 +665,12 @@ impl Partition {
             m.bytes_since_index = u64::from(inner.config.index_interval_bytes);
             m.first_append_ms = Some(now_ms());
         }
+        RecoveryPoint {
+            segment_base: seg.base(),
+            pos: FilePos(cut),
+            next_offset: new_end,
+        }
+        .store(&inner.dir)?;
         let tail = read_tail(&seg, cut).await?;
         let writer = SegmentWriter::new(seg.clone(), cut, tail, new_end);
         // Cutting the batch that holds the log start moves the start back to the new end, and
@@ -726,7 +742,14 @@ impl Partition {
         }
         inner.drain_active().await?;
         let seg = inner.st.borrow().writer.segment().clone();
-        inner.seal(&seg).await
+        inner.seal(&seg).await?;
+        // A clean close vouches for the whole log: the next open scans nothing.
+        RecoveryPoint {
+            segment_base: seg.base(),
+            pos: FilePos(seg.size()),
+            next_offset: seg.next_offset(),
+        }
+        .store(&inner.dir)
     }
 
     /// Requests a flush of this partition now and waits for it (tests, admin).
@@ -870,6 +893,12 @@ impl Inner {
         let fresh = Rc::new(Segment::open(&self.dir, base, &self.ctx.io, true).await?);
         sync_dir(&self.dir)?;
         let writer = SegmentWriter::new(fresh.clone(), 0, Vec::new(), base);
+        RecoveryPoint {
+            segment_base: base,
+            pos: FilePos(0),
+            next_offset: base,
+        }
+        .store(&self.dir)?;
         let mut st = self.st.borrow_mut();
         st.segments.insert(base, fresh);
         st.writer = writer;
@@ -966,19 +995,38 @@ impl Inner {
 impl FlushTarget for Inner {
     fn flush(self: Rc<Self>) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
-            let (writer, covered) = {
+            let (writer, (pos, covered)) = {
                 let st = self.st.borrow();
                 if st.poisoned.is_some() || st.closed {
                     return;
                 }
-                (st.writer.clone(), st.writer.written_offset())
+                (st.writer.clone(), st.writer.written_mark())
             };
             // Never retry a failed fdatasync: the kernel may have dropped the dirty pages.
             match writer.segment().file().sync().await {
                 Ok(()) => {
-                    let mut st = self.st.borrow_mut();
-                    st.durable = st.durable.max(covered);
-                    st.unflushed_records = st.next_offset.0 - st.durable.0;
+                    // A roll or truncation since the capture replaced the writer: the roll
+                    // synced and accounted for the old segment itself, and a truncation may
+                    // have cut below `covered`, so this round's result no longer applies.
+                    let same_writer = {
+                        let mut st = self.st.borrow_mut();
+                        let same = Rc::ptr_eq(&st.writer, &writer);
+                        if same {
+                            st.durable = st.durable.max(covered);
+                            st.unflushed_records = st.next_offset.0 - st.durable.0;
+                        }
+                        same
+                    };
+                    if same_writer {
+                        let point = RecoveryPoint {
+                            segment_base: writer.segment().base(),
+                            pos: FilePos(pos),
+                            next_offset: covered,
+                        };
+                        if let Err(e) = point.store(&self.dir) {
+                            tracing::warn!(tp = %self.tp, error = %e, "recovery point not updated");
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = self.poison("fdatasync", e.to_string());

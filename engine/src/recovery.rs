@@ -1,7 +1,11 @@
 //! Start-up recovery of a partition log under the named policy [`TolerateCorruptTail`].
 //!
-//! Only the LAST segment is scanned in full (its size is bounded by `segment.bytes`, so start-up
-//! time does not grow with the data stored). Closed segments were truncated to their exact size
+//! Only the tail of the LAST segment is scanned: from its [`RecoveryPoint`] (the position and
+//! offset up to which a completed fdatasync or a clean close vouched for the segment, kept in a
+//! small per-partition file) to the end of the file, or from its start when there is no usable
+//! recovery point. A clean restart scans nothing, and a crash scans what was appended since the
+//! last flush, so start-up time does not grow with the data stored. The last segment's indexes
+//! are then rebuilt lazily, on first use, like those of closed segments. Closed segments were truncated to their exact size
 //! and synced when they rolled; they are trusted, and only their index files and last batches
 //! are checked cheaply (indexes are rebuilt lazily when missing or stale). Every batch of the
 //! last segment is validated (length, magic, CRC-32C, record count, offset continuity) right
@@ -11,6 +15,7 @@
 //!
 //! | where                   | what is found at the first bad position `p`               | outcome                         |
 //! |-------------------------|-----------------------------------------------------------|---------------------------------|
+//! | last segment, before its recovery point | (not scanned: covered by fdatasync)        | trusted                         |
 //! | last segment            | nothing (scan ends on a batch boundary)                   | clean                           |
 //! | last segment            | only zero bytes until end of file (padding, unwritten)    | truncate to `p` (`ZeroedTail`)  |
 //! | last segment            | fewer bytes than a header, or a length past end of file  | truncate to `p` (`TornBatch`)   |
@@ -54,23 +59,129 @@ pub struct TailRecovery {
     pub end: FilePos,
     /// Bytes cut off the end of the file.
     pub truncated_bytes: u64,
+    /// Where the scan started (the recovery point, or 0).
+    pub scanned_from: FilePos,
 }
 
-/// Scans the last segment, validating every batch, rebuilds its in-memory facts and indexes,
-/// and truncates a torn or corrupt tail away (syncing the truncation).
-pub async fn recover_last_segment(seg: &Segment, interval_bytes: u32) -> Result<TailRecovery> {
+/// Name of the per-partition recovery point file.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// A position of the last segment up to which its bytes are known good: a completed fdatasync
+/// (or clean close) covered them. Stored as 28 bytes: segment base i64 | position u64 | next
+/// offset i64 | CRC-32C u32 of the first 24 bytes, all big-endian. The file is rewritten in place
+/// after every flush without its own fsync: a lost or torn update leaves an older point or a
+/// CRC mismatch, and both only make recovery scan more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPoint {
+    pub segment_base: Offset,
+    pub pos: FilePos,
+    pub next_offset: Offset,
+}
+
+impl RecoveryPoint {
+    pub fn encode(&self) -> [u8; 28] {
+        let mut b = [0u8; 28];
+        b[0..8].copy_from_slice(&self.segment_base.0.to_be_bytes());
+        b[8..16].copy_from_slice(&self.pos.0.to_be_bytes());
+        b[16..24].copy_from_slice(&self.next_offset.0.to_be_bytes());
+        let crc = crc32c::crc32c(&b[..24]);
+        b[24..28].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<RecoveryPoint> {
+        if b.len() != 28 {
+            return None;
+        }
+        let crc = u32::from_be_bytes([b[24], b[25], b[26], b[27]]);
+        if crc != crc32c::crc32c(&b[..24]) {
+            return None;
+        }
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            w
+        };
+        Some(RecoveryPoint {
+            segment_base: Offset(i64::from_be_bytes(word(0))),
+            pos: FilePos(u64::from_be_bytes(word(8))),
+            next_offset: Offset(i64::from_be_bytes(word(16))),
+        })
+    }
+
+    /// Reads the recovery point of the partition in `dir`; `None` if absent or damaged.
+    pub fn load(dir: &std::path::Path) -> Option<RecoveryPoint> {
+        std::fs::read(dir.join(RECOVERY_POINT_FILE))
+            .ok()
+            .and_then(|b| RecoveryPoint::decode(&b))
+    }
+
+    /// Writes the recovery point in place (a small page-cache write; see the type's doc for why
+    /// it needs no fsync).
+    pub fn store(&self, dir: &std::path::Path) -> Result<()> {
+        let path = dir.join(RECOVERY_POINT_FILE);
+        std::fs::write(&path, self.encode()).map_err(|e| Error::io("write recovery point", path, e))
+    }
+
+    /// Removes the recovery point (before a truncation invalidates it).
+    pub fn remove(dir: &std::path::Path) -> Result<()> {
+        let path = dir.join(RECOVERY_POINT_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove recovery point", path, e)),
+        }
+    }
+}
+
+/// Scans the last segment from `point` (when it belongs to this segment and lies inside the
+/// file) or from its start, validating every batch, rebuilds its in-memory facts (and its indexes
+/// when scanning from the start; otherwise they are rebuilt lazily), and truncates a torn or
+/// corrupt tail away (syncing the truncation).
+pub async fn recover_last_segment(
+    seg: &Segment,
+    interval_bytes: u32,
+    point: Option<RecoveryPoint>,
+) -> Result<TailRecovery> {
     let file_len = seg
         .file()
         .size()
         .await
         .map_err(|e| Error::io("stat segment", seg.log_path(), e))?;
-    let mut fresh = SegmentMeta {
-        next_offset: seg.base(),
-        index: Some(OffsetIndex::default()),
-        time_index: Some(TimeIndex::default()),
-        ..SegmentMeta::default()
+    let point = point.filter(|p| {
+        p.segment_base == seg.base() && p.pos.0 <= file_len && p.next_offset >= seg.base()
+    });
+    // Indexes persisted by a clean close are kept when they stay below the recovery point; the
+    // tail scan then extends them. Otherwise they are rebuilt lazily on first use.
+    let persisted = match point {
+        Some(p) => seg.load_indexes_within(p.pos.0, p.next_offset).await.ok(),
+        None => None,
     };
-    let mut scanner = Scanner::new(seg.file(), 0, file_len, SCAN_CHUNK_BYTES);
+    let mut fresh = match point {
+        Some(p) => {
+            let (index, time_index) = match persisted {
+                Some((ix, tix)) => (Some(ix), Some(tix)),
+                None => (None, None),
+            };
+            SegmentMeta {
+                next_offset: p.next_offset,
+                size: p.pos.0,
+                max_timestamp: time_index.as_ref().and_then(|t| t.last(seg.base())),
+                index,
+                time_index,
+                bytes_since_index: u64::from(interval_bytes),
+                ..SegmentMeta::default()
+            }
+        }
+        None => SegmentMeta {
+            next_offset: seg.base(),
+            index: Some(OffsetIndex::default()),
+            time_index: Some(TimeIndex::default()),
+            ..SegmentMeta::default()
+        },
+    };
+    let start = point.map_or(0, |p| p.pos.0);
+    let mut scanner = Scanner::new(seg.file(), start, file_len, SCAN_CHUNK_BYTES);
     let (end, case) = loop {
         match scanner.next(true).await? {
             ScanItem::End => break (file_len, TailCase::Clean),
@@ -125,6 +236,7 @@ pub async fn recover_last_segment(seg: &Segment, interval_bytes: u32) -> Result<
         case,
         end: FilePos(end),
         truncated_bytes: file_len - end,
+        scanned_from: FilePos(start),
     })
 }
 

@@ -167,7 +167,11 @@ impl Segment {
     pub async fn ensure_indexes_if_sound(&self) -> std::result::Result<(), IndexDefect> {
         let (ix, tix) = self.load_indexes().await?;
         let mut m = self.meta.borrow_mut();
-        m.max_timestamp = tix.last(self.base);
+        if let Some((t, off)) = tix.last(self.base) {
+            if m.max_timestamp.is_none_or(|(mt, _)| t > mt) {
+                m.max_timestamp = Some((t, off));
+            }
+        }
         m.index = Some(ix);
         m.time_index = Some(tix);
         Ok(())
@@ -178,6 +182,16 @@ impl Segment {
             let m = self.meta.borrow();
             (m.readable, m.next_offset)
         };
+        self.load_indexes_within(readable, next).await
+    }
+
+    /// Loads the persisted indexes, accepting them only if every entry lies below `log_len`
+    /// bytes and `next` offset.
+    pub async fn load_indexes_within(
+        &self,
+        readable: u64,
+        next: Offset,
+    ) -> std::result::Result<(OffsetIndex, TimeIndex), IndexDefect> {
         let ix = read_whole_file(&self.index_path()).await?;
         let ix = OffsetIndex::decode(&ix, readable)?;
         let tix = read_whole_file(&self.time_index_path()).await?;
@@ -210,9 +224,17 @@ impl Segment {
             }
         }
         let mut m = self.meta.borrow_mut();
+        if m.index.is_some() && m.time_index.is_some() {
+            // Another task rebuilt them meanwhile.
+            return Ok(());
+        }
         m.index = fresh.index;
         m.time_index = fresh.time_index;
-        if fresh.max_timestamp.is_some() {
+        // Appends made while this scan ran may hold a newer maximum than the scanned range.
+        if fresh
+            .max_timestamp
+            .is_some_and(|(t, _)| m.max_timestamp.is_none_or(|(mt, _)| t > mt))
+        {
             m.max_timestamp = fresh.max_timestamp;
         }
         Ok(())

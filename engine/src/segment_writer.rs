@@ -165,6 +165,12 @@ impl SegmentWriter {
         self.st.borrow().written_offset
     }
 
+    /// The written end position and the offset it corresponds to, read together.
+    pub fn written_mark(&self) -> (u64, Offset) {
+        let st = self.st.borrow();
+        (st.written, st.written_offset)
+    }
+
     /// The logical end position (appended bytes).
     pub fn end(&self) -> u64 {
         self.st.borrow().end

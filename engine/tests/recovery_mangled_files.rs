@@ -2,6 +2,10 @@
 //! in half, a CRC byte flipped (last batch → truncated; earlier → partition offline), a zeroed
 //! tail, missing and stale indexes, and a crash without a clean close. Every case reopens the
 //! partition repeatedly and checks exactly which data survives.
+//!
+//! Bytes below the recovery point were covered by an fdatasync (or a clean close) and are not
+//! rescanned; cases that damage bytes there first remove the recovery point, which models a
+//! crash before any flush reached them (the whole last segment is then scanned).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
 mod common;
@@ -108,6 +112,11 @@ fn patch(path: &Path, at: u64, f: impl FnOnce(u8) -> u8) {
     file.write_all(&[f(b[0])]).unwrap();
 }
 
+/// Models a crash before any flush covered the damaged bytes: no recovery point.
+fn forget_recovery_point(root: &Path) {
+    std::fs::remove_file(part_dir(root).join("recovery-point")).unwrap();
+}
+
 fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -170,6 +179,7 @@ fn crc_flip_in_last_batch_is_truncated() {
     let last = segment_files(dir.path()).pop().unwrap();
     let l = len(&last);
     patch(&last, l - BATCH_LEN + CRC_FIELD_AT as u64, |b| b ^ 0x01);
+    forget_recovery_point(dir.path());
     let (case, end, data) = reopen(dir.path()).unwrap();
     assert_eq!(case, TailCase::CorruptLastBatch);
     assert_eq!(end, Offset(29));
@@ -184,6 +194,7 @@ fn crc_flip_before_valid_batches_takes_only_that_partition_offline() {
     let last = segment_files(dir.path()).pop().unwrap();
     // The second batch of the last segment is corrupt, valid batches follow it.
     patch(&last, BATCH_LEN + 100, |b| b ^ 0x40);
+    forget_recovery_point(dir.path());
     assert_eq!(reopen(dir.path()).unwrap_err(), 56);
     assert_eq!(reopen(dir.path()).unwrap_err(), 56, "files are left alone");
     // Another partition in the same root keeps working.
@@ -232,6 +243,7 @@ fn zeroed_tail_is_truncated() {
     f.seek(SeekFrom::Start(l - BATCH_LEN)).unwrap();
     f.write_all(&vec![0u8; BATCH_LEN as usize]).unwrap();
     drop(f);
+    forget_recovery_point(dir.path());
     let (case, end, _) = reopen(dir.path()).unwrap();
     assert_eq!(case, TailCase::ZeroedTail);
     assert_eq!(end, Offset(29));
@@ -285,6 +297,43 @@ fn missing_or_stale_indexes_are_rebuilt() {
         assert_eq!(
             p.offset_for_timestamp(-3).await.unwrap(),
             Some((Offset(59), 1_059))
+        );
+    });
+}
+
+#[test]
+fn recovery_point_bounds_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = build_log(dir.path(), 30, true);
+    let last = segment_files(dir.path()).pop().unwrap();
+    let end = len(&last);
+    // After a clean close nothing is scanned.
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let p = open(&root, &cfg(), &ShardContext::default()).await;
+        let tail = p.open_report().tail;
+        assert_eq!(tail.scanned_from.0, end);
+        assert_eq!(tail.case, TailCase::Clean);
+        // Reads and timestamp lookups work from the indexes the close persisted.
+        assert_eq!(
+            p.offset_for_timestamp(1_020).await.unwrap(),
+            Some((Offset(20), 1_020))
+        );
+        p.close().await.unwrap();
+    });
+    // A torn tail after the recovery point is scanned and cut; nothing before it is reread.
+    append_bytes(&last, &batch(1, 300, 5, 1)[..200]);
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let p = open(&root, &cfg(), &ShardContext::default()).await;
+        let tail = p.open_report().tail;
+        assert_eq!(tail.scanned_from.0, end);
+        assert_eq!(tail.case, TailCase::TornBatch);
+        assert_eq!(tail.truncated_bytes, 200);
+        assert_eq!(read_all(&p, 0).await, all);
+        assert_eq!(
+            p.offset_for_timestamp(-3).await.unwrap(),
+            Some((Offset(29), 1_029))
         );
     });
 }
