@@ -40,12 +40,14 @@ pub mod resource_type {
 struct Include {
     synonyms: bool,
     documentation: bool,
+    /// `is_default` exists only in v0 (later versions report the source instead).
+    is_default: bool,
 }
 
 /// Runs on the connection's shard.
 pub async fn handle(
     ctx: &Rc<BrokerCtx>,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let snapshot = ctx.state().cluster.topics();
@@ -53,6 +55,7 @@ pub async fn handle(
     let include = Include {
         synonyms: request.include_synonyms,
         documentation: request.include_documentation,
+        is_default: header.request_api_version == 0,
     };
     let results = request
         .resources
@@ -130,7 +133,7 @@ fn topic_entries(snapshot: &TopicsSnapshot, name: &str) -> Result<Vec<ConfigEntr
 }
 
 fn to_wire(e: ConfigEntry, include: Include) -> DescribeConfigsResourceResult {
-    let is_default = e.is_default();
+    let is_default = include.is_default && e.is_default();
     DescribeConfigsResourceResult {
         name: e.name,
         value: e.value,

@@ -19,16 +19,16 @@ use crate::connection::Reply;
 
 pub mod alter_configs;
 pub mod api_versions;
-pub mod delete_records;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod fetch;
-pub mod list_offsets;
 pub mod incremental_alter_configs;
+pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;

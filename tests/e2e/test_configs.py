@@ -1,0 +1,223 @@
+"""Topic and broker configs with real admin clients: DescribeConfigs (sources, synonyms, broker
+settings), AlterConfigs, IncrementalAlterConfigs (SET/DELETE/APPEND/SUBTRACT, validate_only),
+their refusals, a change taking effect on the data path, and configs surviving kill -9.
+"""
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    ResourceType,
+)
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource as KpConfigResource
+from kafka.admin import ConfigResourceType as KpConfigResourceType
+
+TIMEOUT_S = 15
+
+
+def admin(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap})
+
+
+def make_topic(a, name, partitions=1, config=None):
+    fs = a.create_topics(
+        [NewTopic(name, num_partitions=partitions, config=config or {})],
+        request_timeout=TIMEOUT_S,
+    )
+    fs[name].result(timeout=TIMEOUT_S)
+
+
+def describe(a, restype, name):
+    """{config name: ConfigEntry}, or the KafkaError code of the resource."""
+    [future] = a.describe_configs(
+        [ConfigResource(restype, name)], request_timeout=TIMEOUT_S
+    ).values()
+    try:
+        return future.result(timeout=TIMEOUT_S)
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+def source(entry):
+    return ConfigSource(entry.source) if isinstance(entry.source, int) else entry.source
+
+
+def incremental(a, name, ops, restype=ResourceType.TOPIC, **kwargs):
+    """Runs IncrementalAlterConfigs with (key, op, value) triples; None or the error code."""
+    entries = [ConfigEntry(k, v, incremental_operation=op) for k, op, v in ops]
+    [future] = a.incremental_alter_configs(
+        [ConfigResource(restype, name, incremental_configs=entries)],
+        request_timeout=TIMEOUT_S,
+        **kwargs,
+    ).values()
+    try:
+        future.result(timeout=TIMEOUT_S)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+SET, DELETE, APPEND, SUBTRACT = (
+    AlterConfigOpType.SET,
+    AlterConfigOpType.DELETE,
+    AlterConfigOpType.APPEND,
+    AlterConfigOpType.SUBTRACT,
+)
+
+
+def test_describe_shows_overrides_as_dynamic_and_the_rest_as_default(broker):
+    a = admin(broker)
+    make_topic(a, "described", config={"retention.ms": "3600000", "cleanup.policy": "compact"})
+    configs = describe(a, ResourceType.TOPIC, "described")
+    assert configs["retention.ms"].value == "3600000"
+    assert source(configs["retention.ms"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert not configs["retention.ms"].is_default
+    assert configs["cleanup.policy"].value == "compact"
+    assert configs["segment.bytes"].value == "1073741824"
+    assert source(configs["segment.bytes"]) == ConfigSource.DEFAULT_CONFIG
+    assert configs["max.message.bytes"].value == "1048588"
+    assert configs["compression.type"].value == "producer"
+    assert not configs["segment.bytes"].is_read_only
+    assert not any(e.is_sensitive for e in configs.values())
+    # The default comes from the broker-level synonym, as in Kafka.
+    synonyms = configs["retention.ms"].synonyms
+    assert "log.retention.ms" in synonyms
+    assert source(synonyms["log.retention.ms"]) == ConfigSource.DEFAULT_CONFIG
+    assert describe(a, ResourceType.TOPIC, "nosuch") == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_kafka_python_filters_keys_and_sees_types_and_docs(broker):
+    a = admin(broker)
+    make_topic(a, "typed", config={"retention.bytes": "1000000"})
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10000)
+    try:
+        modified = kp.describe_configs([KpConfigResource(KpConfigResourceType.TOPIC, "typed")])
+        everything = kp.describe_configs(
+            [KpConfigResource(KpConfigResourceType.TOPIC, "typed")],
+            include_synonyms=True,
+            config_filter="all",
+        )
+    finally:
+        kp.close()
+    assert set(modified["topic"]["typed"]) == {"retention.bytes"}
+    assert modified["topic"]["typed"]["retention.bytes"]["value"] == "1000000"
+    all_keys = everything["topic"]["typed"]
+    assert {"retention.ms", "segment.bytes", "cleanup.policy", "min.insync.replicas"} <= set(
+        all_keys
+    )
+
+
+def test_broker_resource_lists_the_brokers_settings(broker):
+    a = admin(broker)
+    configs = describe(a, ResourceType.BROKER, "1")
+    assert configs["num.partitions"].value == "1"
+    assert configs["auto.create.topics.enable"].value == "true"
+    assert configs["socket.request.max.bytes"].value == str(100 * 1024 * 1024)
+    assert configs["log.retention.ms"].value == "604800000"
+    assert configs["message.max.bytes"].value == "1048588"
+    assert configs["broker.id"].value == "1"
+    assert source(configs["broker.id"]) == ConfigSource.STATIC_BROKER_CONFIG
+    assert all(e.is_read_only for e in configs.values())
+
+
+def test_incremental_set_delete_append_subtract(broker):
+    a = admin(broker)
+    make_topic(a, "tuned", config={"retention.ms": "3600000"})
+    changes = [("segment.bytes", SET, "1048576"), ("retention.ms", DELETE, None)]
+    assert incremental(a, "tuned", changes) is None
+    configs = describe(a, ResourceType.TOPIC, "tuned")
+    assert configs["segment.bytes"].value == "1048576"
+    assert source(configs["segment.bytes"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert configs["retention.ms"].value == "604800000"
+    assert source(configs["retention.ms"]) == ConfigSource.DEFAULT_CONFIG
+
+    assert incremental(a, "tuned", [("cleanup.policy", APPEND, "compact")]) is None
+    assert describe(a, ResourceType.TOPIC, "tuned")["cleanup.policy"].value == "delete,compact"
+    assert incremental(a, "tuned", [("cleanup.policy", SUBTRACT, "delete")]) is None
+    assert describe(a, ResourceType.TOPIC, "tuned")["cleanup.policy"].value == "compact"
+
+
+def test_incremental_refusals_and_validate_only_change_nothing(broker):
+    a = admin(broker)
+    make_topic(a, "guarded", config={"retention.ms": "3600000"})
+    assert incremental(a, "guarded", [("retention.ms", SET, "soon")]) == KafkaError.INVALID_CONFIG
+    assert incremental(a, "guarded", [("no.such", SET, "1")]) == KafkaError.INVALID_CONFIG
+    assert incremental(a, "guarded", [("retention.ms", APPEND, "5")]) == KafkaError.INVALID_CONFIG
+    assert incremental(a, "guarded", [("segment.bytes", SET, "1")]) == KafkaError.INVALID_CONFIG
+    unknown = incremental(a, "nosuch", [("retention.ms", SET, "5")])
+    assert unknown == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert incremental(a, "guarded", [("retention.ms", SET, "5")], validate_only=True) is None
+    assert describe(a, ResourceType.TOPIC, "guarded")["retention.ms"].value == "3600000"
+    # Dynamic broker configs are not supported; the refusal says so.
+    assert (
+        incremental(a, "1", [("num.partitions", SET, "3")], restype=ResourceType.BROKER)
+        == KafkaError.INVALID_REQUEST
+    )
+
+
+def test_alter_configs_replaces_every_override(broker):
+    a = admin(broker)
+    make_topic(a, "replaced", config={"retention.ms": "3600000", "segment.bytes": "1048576"})
+    [future] = a.alter_configs(
+        [ConfigResource(ResourceType.TOPIC, "replaced", set_config={"max.message.bytes": "4096"})],
+        request_timeout=TIMEOUT_S,
+    ).values()
+    future.result(timeout=TIMEOUT_S)
+    configs = describe(a, ResourceType.TOPIC, "replaced")
+    assert configs["max.message.bytes"].value == "4096"
+    assert source(configs["retention.ms"]) == ConfigSource.DEFAULT_CONFIG
+    assert source(configs["segment.bytes"]) == ConfigSource.DEFAULT_CONFIG
+
+    [future] = a.alter_configs(
+        [ConfigResource(ResourceType.TOPIC, "replaced", set_config={"flush.ms": "-3"})],
+        request_timeout=TIMEOUT_S,
+    ).values()
+    with pytest.raises(KafkaException) as refused:
+        future.result(timeout=TIMEOUT_S)
+    assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert "flush.ms" in refused.value.args[0].str()
+    assert describe(a, ResourceType.TOPIC, "replaced")["max.message.bytes"].value == "4096"
+
+
+def test_lowered_max_message_bytes_refuses_larger_records(broker):
+    a = admin(broker)
+    make_topic(a, "limited")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "retries": 0})
+    outcomes = []
+
+    def send(value):
+        p.produce("limited", value, partition=0, on_delivery=lambda e, m: outcomes.append(e))
+        assert p.flush(TIMEOUT_S) == 0
+        return outcomes.pop()
+
+    assert send(b"x" * 5000) is None
+    assert incremental(a, "limited", [("max.message.bytes", SET, "2000")]) is None
+    refused = send(b"x" * 5000)
+    assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert send(b"small") is None
+    assert incremental(a, "limited", [("max.message.bytes", DELETE, None)]) is None
+    assert send(b"x" * 5000) is None
+
+
+def test_configs_survive_kill9_and_restart(broker):
+    a = admin(broker)
+    make_topic(a, "kept", config={"retention.ms": "3600000"})
+    changes = [
+        ("cleanup.policy", SET, "compact"),
+        ("retention.ms", DELETE, None),
+        ("max.message.bytes", SET, "65536"),
+    ]
+    assert incremental(a, "kept", changes) is None
+    broker.kill9()
+    broker.start()
+    configs = describe(admin(broker), ResourceType.TOPIC, "kept")
+    assert configs["cleanup.policy"].value == "compact"
+    assert source(configs["cleanup.policy"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert configs["max.message.bytes"].value == "65536"
+    assert source(configs["retention.ms"]) == ConfigSource.DEFAULT_CONFIG
