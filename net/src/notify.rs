@@ -159,3 +159,125 @@ impl Drop for Registration<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use sluice_engine::builder::BatchBuilder;
+    use sluice_engine::compression::Codec;
+    use sluice_engine::durability::Durability;
+    use sluice_engine::partition::ShardContext;
+
+    use super::*;
+
+    fn one_record() -> bytes::Bytes {
+        let mut b = BatchBuilder::new(Codec::None);
+        b.append(1, None, Some(b"v"), &[]).unwrap();
+        b.build().unwrap()
+    }
+
+    /// Runs `f` with a fresh partition inside a glommio executor.
+    fn with_partition<F, Fut>(f: F)
+    where
+        F: FnOnce(Partition) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        glommio::LocalExecutor::default().run(async move {
+            sluice_engine::shard::prime_dma_probe(&root).await.unwrap();
+            let p = Partition::open(
+                &root,
+                TopicPartition::new("t", 0),
+                Arc::new(Default::default()),
+                ShardContext::default(),
+            )
+            .await
+            .unwrap();
+            f(p.clone()).await;
+            p.close().await.unwrap();
+        });
+        drop(dir);
+    }
+
+    #[test]
+    fn an_append_wakes_the_waiter_long_before_its_deadline() {
+        with_partition(|p| async move {
+            let notifier = Rc::new(AppendNotifier::new());
+            let writer = {
+                let (p, notifier) = (p.clone(), notifier.clone());
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    p.append(one_record(), Durability::Written).await.unwrap();
+                    notifier.notify(p.topic_partition());
+                })
+            };
+            let start = Instant::now();
+            let end = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(0))],
+                    start + Duration::from_secs(10),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await;
+            assert_eq!(end, WaitEnd::Ready);
+            assert!(start.elapsed() < Duration::from_secs(2));
+            assert_eq!(notifier.registrations(), 0, "no stale wakers");
+            writer.await;
+        });
+    }
+
+    #[test]
+    fn a_quiet_partition_ends_at_the_deadline_and_leaves_nothing_behind() {
+        with_partition(|p| async move {
+            let notifier = AppendNotifier::new();
+            let start = Instant::now();
+            let end = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(0))],
+                    start + Duration::from_millis(100),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await;
+            assert_eq!(end, WaitEnd::Deadline);
+            assert!(start.elapsed() >= Duration::from_millis(100));
+            assert_eq!(notifier.registrations(), 0);
+        });
+    }
+
+    #[test]
+    fn data_already_there_or_an_answered_fetch_end_the_wait_at_once() {
+        with_partition(|p| async move {
+            let notifier = AppendNotifier::new();
+            p.append(one_record(), Durability::Written).await.unwrap();
+            let far = Instant::now() + Duration::from_secs(10);
+            let ready = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(0))],
+                    far,
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await;
+            assert_eq!(ready, WaitEnd::Ready);
+            let done = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(1))],
+                    far,
+                    Arc::new(AtomicBool::new(true)),
+                )
+                .await;
+            assert_eq!(done, WaitEnd::Cancelled);
+            // An offset past the log end is out of range: the fetch must report it now.
+            let oor = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(99))],
+                    far,
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await;
+            assert_eq!(oor, WaitEnd::Ready);
+        });
+    }
+}

@@ -432,3 +432,107 @@ pub fn prepare(records: Bytes, rules: &TopicRules) -> Result<Bytes, Refusal> {
     }
     Ok(rewritten.map_or(records, BytesMut::freeze))
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_engine::batch::BatchView;
+    use sluice_engine::builder::BatchBuilder;
+
+    use super::*;
+
+    fn batch(codec: Codec, keys: &[Option<&[u8]>]) -> Bytes {
+        let mut b = BatchBuilder::new(codec);
+        for (i, k) in keys.iter().enumerate() {
+            b.append(1000 + i as i64, *k, Some(b"value value value value"), &[])
+                .unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    fn codecs(records: &[u8]) -> Vec<Option<Codec>> {
+        BatchIter::new(records)
+            .map(|item| {
+                let (_, view): (usize, BatchView<'_>) = item.unwrap();
+                Codec::from_attributes(view.attributes()).ok()
+            })
+            .collect()
+    }
+
+    fn rules(codec: Option<Codec>, require_keys: bool) -> TopicRules {
+        TopicRules {
+            codec,
+            require_keys,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn producer_compression_keeps_the_request_bytes() {
+        let records = batch(Codec::Gzip, &[Some(b"k"), None]);
+        let out = prepare(records.clone(), &rules(None, false)).unwrap();
+        assert_eq!(out.as_ptr(), records.as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn a_topic_codec_recompresses_every_batch_and_keeps_the_records() {
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&batch(Codec::Gzip, &[Some(b"a"), Some(b"b")]));
+        two.extend_from_slice(&batch(Codec::Zstd, &[Some(b"c")]));
+        let out = prepare(two.freeze(), &rules(Some(Codec::Zstd), false)).unwrap();
+        assert_eq!(codecs(&out), vec![Some(Codec::Zstd), Some(Codec::Zstd)]);
+        // Every batch is still valid (CRC recomputed) and holds the same records.
+        let mut keys = Vec::new();
+        for item in BatchIter::new(&out) {
+            let (pos, view) = item.unwrap();
+            view.validate(pos, 1 << 20).unwrap();
+            let decoded = decode_records(
+                view.attributes(),
+                view.records(),
+                view.record_count(),
+                1 << 20,
+            )
+            .unwrap();
+            for r in RecordIter::new(decoded.bytes(), view.record_count()) {
+                keys.push(r.unwrap().key.map(<[u8]>::to_vec));
+            }
+        }
+        assert_eq!(
+            keys,
+            vec![
+                Some(b"a".to_vec()),
+                Some(b"b".to_vec()),
+                Some(b"c".to_vec())
+            ]
+        );
+        let plain = prepare(out, &rules(target_codec("uncompressed"), false)).unwrap();
+        assert_eq!(codecs(&plain), vec![Some(Codec::None), Some(Codec::None)]);
+    }
+
+    #[test]
+    fn a_compacted_topic_refuses_the_batch_with_a_keyless_record() {
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&batch(Codec::None, &[Some(b"a")]));
+        two.extend_from_slice(&batch(Codec::Lz4, &[Some(b"b"), None]));
+        let refusal = prepare(two.freeze(), &rules(None, true)).unwrap_err();
+        assert_eq!(refusal.code, errors::INVALID_RECORD);
+        assert_eq!(refusal.batch_index, Some(1));
+        assert!(prepare(batch(Codec::Snappy, &[Some(b"k")]), &rules(None, true)).is_ok());
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_refused_before_rewriting() {
+        let mut bad = BytesMut::from(&batch(Codec::None, &[Some(b"a")])[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let refusal = prepare(bad.freeze(), &rules(Some(Codec::Gzip), false)).unwrap_err();
+        assert_eq!(refusal.code, errors::CORRUPT_MESSAGE);
+    }
+
+    #[test]
+    fn compression_type_names_map_to_codecs() {
+        assert_eq!(target_codec("producer"), None);
+        assert_eq!(target_codec("uncompressed"), Some(Codec::None));
+        assert_eq!(target_codec("zstd"), Some(Codec::Zstd));
+        assert_eq!(target_codec("lz4"), Some(Codec::Lz4));
+    }
+}
