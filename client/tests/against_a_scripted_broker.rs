@@ -3,6 +3,9 @@
 //! acks=0, and errors carrying the broker's code and message. The scripted broker runs on its
 //! own thread and answers each request with whatever the test's closure returns.
 
+// The scripted broker is test scaffolding: any failure in it should panic loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
