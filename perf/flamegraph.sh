@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Records a CPU flamegraph of the broker under a named workload:
+#   perf/flamegraph.sh [produce|produce-all|fetch|e2e]
+# `perf record -e cpu-clock -g` samples the broker process (frame-pointer call graphs; the
+# binaries are built with -C force-frame-pointers=yes) while sluice-bench drives it; inferno
+# renders the SVG. Output: perf/flamegraphs/<workload>.svg (override with OUT=...), plus the
+# sluice-bench report of the window next to it. Needs `perf` (Debian: apt-get install -y
+# linux-perf) and inferno (installed with `cargo install inferno` when missing).
+set -euo pipefail
+WORKLOAD=${1:-${WORKLOAD:-produce}}
+export WORKLOAD
+source "$(dirname "$0")/common.sh"
+
+command -v perf >/dev/null || { echo "perf: install linux-perf (apt-get install -y linux-perf)" >&2; exit 1; }
+if ! command -v inferno-flamegraph >/dev/null; then
+    echo "perf: installing inferno"
+    cargo install -q inferno
+fi
+FREQ=${FREQ:-999}
+OUT=${OUT:-perf/flamegraphs/$WORKLOAD.svg}
+mkdir -p "$(dirname "$OUT")"
+
+build_with_frame_pointers
+start_broker
+prepare_workload
+echo "perf: recording the broker (pid $BROKER_PID) for ${DURATION}s under '$WORKLOAD'"
+perf record -e cpu-clock -F "$FREQ" -g -p "$BROKER_PID" -o "$PERF_TMP/perf.data" \
+    -- sleep "$(( DURATION + 1 ))" 2>"$PERF_TMP/perf-record.log" &
+perf_pid=$!
+run_workload "${OUT%.svg}.json"
+wait "$perf_pid"
+perf script -i "$PERF_TMP/perf.data" 2>/dev/null | inferno-collapse-perf >"$PERF_TMP/folded"
+inferno-flamegraph --title "sluice broker: $WORKLOAD ($(git rev-parse --short HEAD 2>/dev/null))" \
+    <"$PERF_TMP/folded" >"$OUT"
+# The hottest leaf functions, for a first reading without opening the SVG.
+awk '{n=$NF; $NF=""; k=split($0, f, ";"); leaf=f[k]; sub(/ +$/, "", leaf); s[leaf]+=n; t+=n}
+     END{for (l in s) printf "%6.2f%%  %s\n", 100*s[l]/t, l}' "$PERF_TMP/folded" \
+    | sort -rn | head -25 >"${OUT%.svg}.top.txt"
+echo "perf: wrote $OUT (hottest functions in ${OUT%.svg}.top.txt)"
