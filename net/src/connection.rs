@@ -9,6 +9,10 @@
 //! `CONNECTION_IN_FLIGHT_MAX` requests are in flight; past that the reader stops reading and the
 //! client's TCP window fills, which is the back-pressure a slow broker should apply.
 //!
+//! One exception to concurrency: Produce requests of one connection are applied strictly in
+//! the order they arrived (each starts when the previous one finished), because a producer
+//! with several requests in flight relies on the broker keeping their order.
+//!
 //! A connection lives on the shard whose listener accepted it and never leaves it; work for
 //! partitions owned by other shards goes through the mesh inside the handlers.
 
@@ -107,12 +111,33 @@ pub async fn serve<H: Handler>(
         None
     };
     let reader = async move {
+        // Completion signal of the last Produce request started on this connection.
+        let mut last_produce: Option<local_channel::LocalReceiver<()>> = None;
         let end = loop {
             let frame = match read_frame(&mut reader, &limits).await {
                 Ok(frame) => frame,
                 Err(end) => break end,
             };
-            let task = glommio::spawn_local(handler.clone().handle(frame)).detach();
+            let task = if is_produce(&frame) {
+                // A producer relies on its requests being applied in the order it sent them
+                // (Kafka handles one request per connection at a time): a Produce starts only
+                // when the previous Produce of this connection has finished, so its records
+                // can never overtake the earlier ones at the partition.
+                if let Some(done) = last_produce.take() {
+                    let _ = done.recv().await;
+                }
+                let (done_tx, done_rx) = local_channel::new_bounded(1);
+                last_produce = Some(done_rx);
+                let work = handler.clone().handle(frame);
+                glommio::spawn_local(async move {
+                    let reply = work.await;
+                    let _ = done_tx.try_send(());
+                    reply
+                })
+                .detach()
+            } else {
+                glommio::spawn_local(handler.clone().handle(frame)).detach()
+            };
             if queue_tx.send(task).await.is_err() {
                 break ConnectionEnd::ClientClosed;
             }
@@ -135,6 +160,14 @@ pub async fn serve<H: Handler>(
     tracing::debug!(%peer, reason = %end, "connection ended");
     end
 }
+
+/// Whether a frame is a Produce request (API key 0 in its first two bytes).
+fn is_produce(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == PRODUCE_API_KEY
+}
+
+/// Kafka's API key of Produce.
+const PRODUCE_API_KEY: i16 = 0;
 
 /// Reads one frame body, enforcing the size limit before allocating and the idle timeout.
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
