@@ -19,6 +19,8 @@ use crate::cli_common::ConnectArgs;
 
 /// Longest single long poll; shorter when `--timeout-ms` is closer.
 const POLL_WAIT_MS_MAX: u64 = 500;
+/// Largest per-partition fetch size the consumer grows to when a batch does not fit.
+const PARTITION_MAX_BYTES_CEILING: i32 = 64 * 1024 * 1024;
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
@@ -106,6 +108,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut printed: u64 = 0;
     let mut last_record_at = Instant::now();
     let timeout = args.timeout_ms.map(Duration::from_millis);
+    let mut partition_max_bytes = FetchOptions::default().partition_max_bytes;
     loop {
         if args.max_messages.is_some_and(|max| printed >= max) {
             break;
@@ -122,11 +125,30 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         let options = FetchOptions {
             max_wait_ms: i32::try_from(wait).unwrap_or(i32::MAX),
+            partition_max_bytes,
+            max_bytes: partition_max_bytes.max(FetchOptions::default().max_bytes),
             ..FetchOptions::default()
         };
         let fetched = client.fetch(&topic_ref, &positions, options)?;
         let mut any = false;
         for part in fetched {
+            let before = positions
+                .iter()
+                .find(|(p, _)| *p == part.partition)
+                .map_or(part.next_offset, |(_, o)| *o);
+            if part.error.is_none() && part.bytes > 0 && part.next_offset == before {
+                // Only part of a batch came back: the batch is larger than the per-partition
+                // limit (a broker without KIP-74). Ask for more next time.
+                if partition_max_bytes >= PARTITION_MAX_BYTES_CEILING {
+                    bail!(
+                        "a record batch in {}-{} at offset {before} is larger than {} bytes",
+                        args.topic,
+                        part.partition,
+                        PARTITION_MAX_BYTES_CEILING
+                    );
+                }
+                partition_max_bytes = partition_max_bytes.saturating_mul(2);
+            }
             if let Some(error) = part.error {
                 if error.code == error_codes::OFFSET_OUT_OF_RANGE {
                     bail!(

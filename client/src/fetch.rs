@@ -102,6 +102,9 @@ pub struct FetchedPartition {
     pub records: Vec<ConsumedRecord>,
     /// Where the next fetch of this partition should start.
     pub next_offset: i64,
+    /// Bytes of record data received for the partition, whole batches or not. Non-zero with
+    /// no progress means the next batch is larger than the partition limit asked for.
+    pub bytes: usize,
 }
 
 impl Client {
@@ -228,6 +231,7 @@ impl Client {
                     log_start_offset: data.log_start_offset,
                     records: Vec::new(),
                     next_offset: offset,
+                    bytes: 0,
                 });
                 continue;
             }
@@ -240,6 +244,7 @@ impl Client {
                 log_start_offset: data.log_start_offset,
                 records,
                 next_offset,
+                bytes: raw.len(),
             });
         }
         Ok(out)

@@ -298,3 +298,17 @@ def test_consume_out_of_range_offset_is_an_error(broker):
     err = fails_with(broker, "OFFSET_OUT_OF_RANGE", "consume", "short", "--offset", "50",
                      "--timeout-ms", "2000")
     assert "0..2" in err
+
+
+def test_a_one_megabyte_line_round_trips(broker):
+    sluice(broker, "topic", "create", "big")
+    big = bytes(ord("a") + i % 26 for i in range(1_000_000))
+    sluice(broker, "produce", "big", "--compression", "none", stdin=b"small\n" + big + b"\nafter\n")
+    got = ck_messages(broker, "big", 3)
+    assert [m.value() for m in got] == [b"small", big, b"after"]
+    out = sluice(broker, "consume", "big", "--from-beginning", "--max-messages", "3").stdout
+    assert out == b"small\n" + big + b"\nafter\n"
+    # Too large for the topic's max.message.bytes: the broker's error, by name.
+    sluice(broker, "topic", "alter-config", "big", "--set", "max.message.bytes=100000")
+    err = fails_with(broker, "MESSAGE_TOO_LARGE", "produce", "big", stdin=big + b"\n")
+    assert "big-0" in err
