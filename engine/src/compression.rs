@@ -400,11 +400,12 @@ fn decompress_zstd(
 ///
 /// We walk the framing ourselves, so that a frame cut short, a block larger than its frame
 /// allows, or bytes after the last frame are errors (the library's streaming decoder treats a
-/// frame cut at a block boundary as complete and stops at the first frame's end). Frames as
-/// Kafka clients write them (independent blocks, no checksums) are then decoded block by block
-/// straight into the output, with no intermediate buffers; frames with linked blocks or
-/// checksums go through the library's frame decoder, which verifies the checksums. Skippable
-/// frames are allowed; the legacy format, which no Kafka client writes, is not.
+/// frame cut at a block boundary as complete and stops at the first frame's end). Frames with
+/// independent blocks, which is what Kafka clients write, are decoded block by block straight
+/// into the output with no intermediate buffers, verifying the header checksum, the content
+/// size and any block and content checksums (XXH32) on the way; frames with linked blocks go
+/// through the library's frame decoder. Skippable frames are allowed; the legacy format, which
+/// no Kafka client writes, is not.
 fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionError> {
     const FRAME_MAGIC: u32 = 0x184D_2204;
     const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
@@ -461,8 +462,20 @@ fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionEr
         } else {
             None
         };
-        pos += 6 + if has_content_size { 8 } else { 0 } + if has_dict_id { 4 } else { 0 } + 1;
-        let direct = independent && !block_checksum && !content_checksum && !has_dict_id;
+        let descriptor_end =
+            pos + 6 + if has_content_size { 8 } else { 0 } + if has_dict_id { 4 } else { 0 };
+        let (Some(descriptor), Some(&header_checksum)) = (
+            input.get(pos + 4..descriptor_end),
+            input.get(descriptor_end),
+        ) else {
+            return Err(bad("frame descriptor truncated".into()));
+        };
+        // HC is the second byte of XXH32 over the descriptor (FLG up to the last optional field).
+        if (xxh32(descriptor) >> 8) as u8 != header_checksum {
+            return Err(bad("frame header checksum mismatch".into()));
+        }
+        pos = descriptor_end + 1;
+        let direct = independent && !has_dict_id;
         let frame_out_start = out.len();
         loop {
             let block = word(pos)?;
@@ -479,16 +492,24 @@ fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionEr
             let data = input
                 .get(pos..pos + size)
                 .ok_or_else(|| bad(format!("block runs past the input ({} bytes)", input.len())))?;
-            pos += size + if block_checksum { 4 } else { 0 };
+            pos += size;
+            if block_checksum {
+                let expected = word(pos)?;
+                pos += 4;
+                if direct && xxh32(data) != expected {
+                    return Err(bad("block checksum mismatch".into()));
+                }
+            }
             if direct {
                 lz4_block_append(data, block & 0x8000_0000 != 0, block_max, max_out, &mut out)?;
             }
         }
         if content_checksum {
+            let expected = word(pos)?;
             pos += 4;
-        }
-        if pos > input.len() {
-            return Err(bad("frame checksum truncated".into()));
+            if direct && xxh32(&out[frame_out_start..]) != expected {
+                return Err(bad("content checksum mismatch".into()));
+            }
         }
         if direct {
             let produced = (out.len() - frame_out_start) as u64;
@@ -510,6 +531,11 @@ fn decompress_lz4(input: &[u8], max_out: usize) -> Result<Vec<u8>, CompressionEr
         }
     }
     Ok(out)
+}
+
+/// XXH32 with seed 0, the checksum of the LZ4 frame format.
+fn xxh32(data: &[u8]) -> u32 {
+    twox_hash::XxHash32::oneshot(0, data)
 }
 
 /// Appends one independent LZ4 block (or a stored one) to `out`, within `max_out`.
@@ -749,6 +775,56 @@ mod tests {
         // Raw snappy, as librdkafka writes it.
         let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
         assert_eq!(decompress(Codec::Snappy, &raw, data.len()).unwrap(), data);
+    }
+
+    fn lz4_frame(data: &[u8], mode: lz4_flex::frame::BlockMode, checksums: bool) -> Vec<u8> {
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_mode(mode)
+            .block_checksums(checksums)
+            .content_checksum(checksums)
+            .content_size(Some(data.len() as u64));
+        let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn lz4_checksums_and_linked_blocks() {
+        use lz4_flex::frame::BlockMode::{Independent, Linked};
+        let data = sample();
+        for mode in [Independent, Linked] {
+            let frame = lz4_frame(&data, mode, true);
+            assert_eq!(
+                decompress(Codec::Lz4, &frame, data.len()).unwrap(),
+                data,
+                "{mode:?}"
+            );
+            // Header checksum (byte 14: after magic, FLG, BD and the 8-byte content size).
+            let mut bad = frame.clone();
+            bad[14] ^= 1;
+            assert!(
+                decompress(Codec::Lz4, &bad, data.len()).is_err(),
+                "{mode:?} HC"
+            );
+            // Content checksum: the last 4 bytes.
+            let mut bad = frame.clone();
+            let n = bad.len();
+            bad[n - 1] ^= 1;
+            assert!(
+                decompress(Codec::Lz4, &bad, data.len()).is_err(),
+                "{mode:?} content"
+            );
+            // First block checksum: right after the first block's data.
+            let mut bad = frame.clone();
+            let size = u32::from_le_bytes(bad[15..19].try_into().unwrap()) & 0x7fff_ffff;
+            bad[19 + size as usize] ^= 1;
+            assert!(
+                decompress(Codec::Lz4, &bad, data.len()).is_err(),
+                "{mode:?} block"
+            );
+        }
+        let plain = lz4_frame(&data, Independent, false);
+        assert_eq!(decompress(Codec::Lz4, &plain, data.len()).unwrap(), data);
     }
 
     #[test]
