@@ -37,9 +37,9 @@ def _read_all(bootstrap, topic, n):
 
 
 def _create(bootstrap, topic):
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 1, 1)])[
-        topic
-    ].result(timeout=10)
+    # The admin client must outlive the future: destroying it cancels the request.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
 
 
 @pytest.mark.parametrize("acks", ["1", "all"])
