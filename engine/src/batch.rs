@@ -342,6 +342,19 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
     buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Like [`set_log_append_time`] for a batch held as its 61-byte header and its records section
+/// in separate buffers (the header is patched, the records are only read for the CRC).
+pub fn set_log_append_time_split(header: &mut [u8], records: &[u8], now_ms: i64) {
+    let attrs = be_i16(header, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
+    header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&header[ATTRIBUTES_AT..BATCH_HEADER_BYTES]),
+        records,
+    );
+    header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates over a buffer of concatenated batches (a Produce `records` blob, or a piece of a
 /// segment), yielding each batch with its position, or one error and then nothing.
 pub struct BatchIter<'a> {
@@ -513,6 +526,15 @@ mod tests {
         assert_eq!(v.total_len(), 61 + 40);
         assert_eq!(v.batch_length(), 61 + 40 - 12);
         assert_eq!(v.records().len(), 40);
+    }
+
+    #[test]
+    fn split_log_append_time_matches_whole_batch_version() {
+        let mut whole = make_batch(TestBatch::default());
+        let mut header = whole[..BATCH_HEADER_BYTES].to_vec();
+        set_log_append_time_split(&mut header, &whole[BATCH_HEADER_BYTES..], 77);
+        set_log_append_time(&mut whole, 77);
+        assert_eq!(&header[..], &whole[..BATCH_HEADER_BYTES]);
     }
 
     #[test]

@@ -17,11 +17,25 @@ use crate::types::{FilePos, Offset};
 /// One cached batch and where it lives on disk.
 #[derive(Debug, Clone)]
 pub struct CachedBatch {
-    pub bytes: Bytes,
+    /// The rewritten 61-byte batch header.
+    pub header: Bytes,
+    /// The records section, as received.
+    pub body: Bytes,
     pub base_offset: Offset,
     pub next_offset: Offset,
     pub segment_base: Offset,
     pub pos: FilePos,
+}
+
+impl CachedBatch {
+    /// Bytes of the whole batch.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct BatchCache {
@@ -56,15 +70,15 @@ impl BatchCache {
 
     /// Caches one batch of partition `part`, evicting the oldest entries beyond the budget.
     pub fn insert(&self, part: u64, batch: CachedBatch) {
-        if batch.bytes.len() > self.max_bytes {
+        if batch.len() > self.max_bytes {
             return;
         }
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
         let key = batch.base_offset;
-        st.bytes += batch.bytes.len();
+        st.bytes += batch.len();
         if let Some(old) = st.parts.entry(part).or_default().insert(key, batch) {
-            st.bytes -= old.bytes.len();
+            st.bytes -= old.len();
         }
         st.fifo.push_back((part, key));
         while st.bytes > self.max_bytes {
@@ -73,7 +87,7 @@ impl BatchCache {
             };
             if let Some(map) = st.parts.get_mut(&p) {
                 if let Some(old) = map.remove(&k) {
-                    st.bytes -= old.bytes.len();
+                    st.bytes -= old.len();
                 }
             }
         }
@@ -96,14 +110,13 @@ impl BatchCache {
                 return None;
             }
             let mut out = vec![first.clone()];
-            let mut total = first.bytes.len();
+            let mut total = first.len();
             let mut next = first.next_offset;
             for (_, b) in map.range(next..) {
-                if b.base_offset != next || b.next_offset > end || total + b.bytes.len() > max_bytes
-                {
+                if b.base_offset != next || b.next_offset > end || total + b.len() > max_bytes {
                     break;
                 }
-                total += b.bytes.len();
+                total += b.len();
                 next = b.next_offset;
                 out.push(b.clone());
             }
@@ -129,7 +142,7 @@ impl BatchCache {
                 .collect();
             for k in doomed {
                 if let Some(b) = map.remove(&k) {
-                    st.bytes -= b.bytes.len();
+                    st.bytes -= b.len();
                 }
             }
         }
@@ -143,7 +156,7 @@ impl BatchCache {
             let keep = map.split_off(&offset);
             for b in map.values() {
                 if b.next_offset <= offset {
-                    st.bytes -= b.bytes.len();
+                    st.bytes -= b.len();
                 }
             }
             let partial: Vec<CachedBatch> = map
@@ -162,7 +175,7 @@ impl BatchCache {
     pub fn forget(&self, part: u64) {
         let mut st = self.st.borrow_mut();
         if let Some(map) = st.parts.remove(&part) {
-            st.bytes -= map.values().map(|b| b.bytes.len()).sum::<usize>();
+            st.bytes -= map.values().map(|b| b.len()).sum::<usize>();
         }
     }
 
@@ -184,7 +197,8 @@ mod tests {
 
     fn batch(base: i64, n: i64, len: usize) -> CachedBatch {
         CachedBatch {
-            bytes: Bytes::from(vec![0u8; len]),
+            header: Bytes::from(vec![0u8; 10]),
+            body: Bytes::from(vec![0u8; len - 10]),
             base_offset: Offset(base),
             next_offset: Offset(base + n),
             segment_base: Offset(0),

@@ -25,18 +25,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::sync::Semaphore;
 
 use crate::batch::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, BatchIter,
+    set_base_offset, set_log_append_time_split, set_partition_leader_epoch, BatchHeader, BatchIter,
 };
 use crate::batch_cache::{BatchCache, CachedBatch};
 use crate::config::{LogConfig, MessageTimestampType, FLUSH_OFF};
 use crate::durability::{Durability, FlushTarget, ShardFlusher};
 use crate::error::{Error, InvalidRecord, Result};
 use crate::io::{align_down, IoBackend, LogFile};
-use crate::limits::BATCH_CACHE_BYTES_DEFAULT;
+use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
 use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
 use crate::segment_reader::{locate, read_batches, ScanItem, Scanner};
@@ -100,7 +100,9 @@ impl std::fmt::Debug for FileSlice {
     }
 }
 
-/// The result of a read: whole batches as `Bytes` chunks, and the same bytes as file slices.
+/// The result of a read: whole batches as `Bytes` chunks (concatenated, they are the batches; a
+/// batch may span several chunks, e.g. a cached batch is its header and its records), and the
+/// same bytes as file slices.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
     pub chunks: Vec<Bytes>,
@@ -348,38 +350,46 @@ impl Partition {
             let writer = st.writer.clone();
             let seg = writer.segment().clone();
             let base = st.next_offset;
-            let mut copy = BytesMut::from(&records[..]);
             let mut next = base;
             let mut pos = seg.size();
             let mut at = 0usize;
+            // Each batch goes in as its rewritten header plus its records section untouched:
+            // one copy into the write buffer, and the cache keeps the records zero-copy.
             let mut placed = Vec::new();
-            while at < copy.len() {
-                let Some(h) = BatchHeader::read(&copy[at..]) else {
+            while at + BATCH_HEADER_BYTES <= records.len() {
+                let Some(h) = BatchHeader::read(&records[at..]) else {
                     break;
                 };
                 let len = h.total_len as usize;
-                let b = &mut copy[at..at + len];
-                set_base_offset(b, next);
-                set_partition_leader_epoch(b, st.leader_epoch);
+                let body = records.slice(at + BATCH_HEADER_BYTES..at + len);
+                let mut header = [0u8; BATCH_HEADER_BYTES];
+                header.copy_from_slice(&records[at..at + BATCH_HEADER_BYTES]);
+                set_base_offset(&mut header, next);
+                set_partition_leader_epoch(&mut header, st.leader_epoch);
                 if log_append {
-                    set_log_append_time(b, now);
+                    set_log_append_time_split(&mut header, &body, now);
                 }
-                let Some(h) = BatchHeader::read(b) else {
+                let Some(h) = BatchHeader::read(&header) else {
                     break;
                 };
                 seg.note_batch(FilePos(pos), &h, cfg.index_interval_bytes, now);
-                placed.push((at, len, h, pos));
+                placed.push((header, body, h, pos));
                 next = h.next_offset();
                 pos += h.total_len;
                 at += len;
             }
-            let frozen = copy.freeze();
-            let end = writer.append(&frozen, next);
-            for (at, len, h, pos) in placed {
+            let parts: Vec<&[u8]> = placed
+                .iter()
+                .flat_map(|(header, body, _, _)| [&header[..], &body[..]])
+                .collect();
+            let end = writer.append(&parts, next);
+            drop(parts);
+            for (header, body, h, pos) in placed {
                 inner.ctx.cache.insert(
                     inner.cache_id,
                     CachedBatch {
-                        bytes: frozen.slice(at..at + len),
+                        header: Bytes::copy_from_slice(&header),
+                        body,
                         base_offset: h.base_offset,
                         next_offset: h.next_offset(),
                         segment_base: seg.base(),
@@ -461,9 +471,10 @@ impl Partition {
                     out.slices.push(FileSlice {
                         segment: seg,
                         pos: b.pos,
-                        len: b.bytes.len() as u64,
+                        len: b.len() as u64,
                     });
-                    out.chunks.push(b.bytes);
+                    out.chunks.push(b.header);
+                    out.chunks.push(b.body);
                 }
                 out.from_cache = true;
                 return Ok(out);

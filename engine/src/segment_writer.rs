@@ -80,16 +80,18 @@ impl SegmentWriter {
         &self.seg
     }
 
-    /// Copies `bytes` (whole batches ending just before offset `next`) into the write buffer and
-    /// returns the segment's new logical end. Does not start a write: call [`Self::kick`].
-    pub fn append(&self, bytes: &[u8], next: Offset) -> u64 {
+    /// Copies `parts` (together whole batches ending just before offset `next`) into the write
+    /// buffer and returns the segment's new logical end. Does not start a write: call
+    /// [`Self::kick`].
+    pub fn append(&self, parts: &[&[u8]], next: Offset) -> u64 {
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        let need = st.buf_len.max(st.tail.len()) + bytes.len();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let need = st.buf_len.max(st.tail.len()) + total;
         match st.buf.as_mut() {
             None => {
                 let cap = align_up(need.max(WRITE_BUFFER_BYTES) as u64) as usize;
-                let mut b = glommio::allocate_dma_buffer_global(cap);
+                let mut b = alloc_buffer(cap);
                 let t = st.tail.len();
                 b.as_bytes_mut()[..t].copy_from_slice(&st.tail);
                 st.tail = Vec::new();
@@ -99,17 +101,21 @@ impl SegmentWriter {
             }
             Some(b) if b.len() < need => {
                 let cap = align_up(need.max(2 * b.len()) as u64) as usize;
-                let mut nb = glommio::allocate_dma_buffer_global(cap);
+                let mut nb = alloc_buffer(cap);
                 nb.as_bytes_mut()[..st.buf_len].copy_from_slice(&b.as_bytes()[..st.buf_len]);
                 st.buf = Some(nb);
             }
             Some(_) => {}
         }
         if let Some(b) = st.buf.as_mut() {
-            b.as_bytes_mut()[st.buf_len..st.buf_len + bytes.len()].copy_from_slice(bytes);
+            let mut at = st.buf_len;
+            for p in parts {
+                b.as_bytes_mut()[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
         }
-        st.buf_len += bytes.len();
-        st.end += bytes.len() as u64;
+        st.buf_len += total;
+        st.end += total as u64;
         debug_assert_eq!(st.buf_pos + st.buf_len as u64, st.end);
         st.marks.push_back((st.end, next));
         st.end
@@ -257,4 +263,12 @@ impl SegmentWriter {
             self.waiters.wake_all();
         }
     }
+}
+
+/// Write buffers live for one write round (they are dropped when the write completes), so they
+/// come from the executor's DMA pool: pre-allocated, pre-faulted memory registered with
+/// io_uring, which avoids a page-fault storm and page pinning per write. glommio falls back to the
+/// system allocator when the pool is exhausted.
+fn alloc_buffer(cap: usize) -> DmaBuffer {
+    glommio::allocate_dma_buffer(cap)
 }

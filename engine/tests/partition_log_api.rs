@@ -188,7 +188,8 @@ fn segments_roll_and_indexes_serve_reads_and_timestamps() {
         assert_eq!(read_all(&p, 0).await, expect);
         for off in [0i64, 1, 57, 120, 199] {
             let r = p.read(Offset(off), 1).await.unwrap();
-            let v = BatchView::parse(&r.chunks[0], 0).unwrap();
+            let bytes = r.to_vec();
+            let v = BatchView::parse(&bytes, 0).unwrap();
             assert!(v.base_offset().0 <= off && off <= v.last_offset().0);
         }
         let ts = |t| {
@@ -300,7 +301,8 @@ fn log_append_time_topics_stamp_batches() {
             .unwrap();
         assert!(info.log_append_time > 1_600_000_000_000);
         let r = p.read(Offset(0), 100).await.unwrap();
-        let v = BatchView::parse(&r.chunks[0], 0).unwrap();
+        let bytes = r.to_vec();
+        let v = BatchView::parse(&bytes, 0).unwrap();
         v.validate(0, 1 << 20).unwrap();
         assert_eq!(v.max_timestamp(), info.log_append_time);
     });

@@ -287,7 +287,8 @@ fn missing_or_stale_indexes_are_rebuilt() {
         let p = open(&root, &cfg(), &ShardContext::default()).await;
         for off in [0i64, 5, 21, 22, 44, 59] {
             let r = p.read(Offset(off), 1).await.unwrap();
-            let v = sluice_engine::batch::BatchView::parse(&r.chunks[0], 0).unwrap();
+            let bytes = r.to_vec();
+            let v = sluice_engine::batch::BatchView::parse(&bytes, 0).unwrap();
             assert_eq!(v.base_offset(), Offset(off));
         }
         assert_eq!(
