@@ -44,7 +44,19 @@ pub struct ConsumeArgs {
     /// Print each record's key before its value.
     #[arg(long)]
     print_key: bool,
-    /// What to put between key and value with --print-key.
+    /// Print each record's timestamp (as CreateTime:MS or LogAppendTime:MS) first.
+    #[arg(long)]
+    print_timestamp: bool,
+    /// Print each record's partition (as Partition:P).
+    #[arg(long)]
+    print_partition: bool,
+    /// Print each record's offset (as Offset:N).
+    #[arg(long)]
+    print_offset: bool,
+    /// Print each record's headers (as k1:v1,k2:v2, or NO_HEADERS).
+    #[arg(long)]
+    print_headers: bool,
+    /// What to put between the printed fields (key and value, and the others when asked for).
     #[arg(long, default_value = "\t")]
     key_separator: String,
     #[command(flatten)]
@@ -109,6 +121,14 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut last_record_at = Instant::now();
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let mut partition_max_bytes = FetchOptions::default().partition_max_bytes;
+    let format = Format {
+        timestamp: args.print_timestamp,
+        partition: args.print_partition,
+        offset: args.print_offset,
+        headers: args.print_headers,
+        key: args.print_key,
+        separator: args.key_separator.clone(),
+    };
     loop {
         if args.max_messages.is_some_and(|max| printed >= max) {
             break;
@@ -164,7 +184,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 if args.max_messages.is_some_and(|max| printed >= max) {
                     break;
                 }
-                let written = write_record(&mut out, record, args.print_key, &args.key_separator);
+                let written = format.write(&mut out, part.partition, record);
                 if stdout_closed(&written) {
                     return Ok(());
                 }
@@ -190,19 +210,64 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes one record as a line: `[key SEP] value`, nulls as `null`.
-fn write_record(
-    out: &mut impl Write,
-    record: &ConsumedRecord,
-    print_key: bool,
-    separator: &str,
-) -> io::Result<()> {
-    if print_key {
-        out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
-        out.write_all(separator.as_bytes())?;
+/// Which fields a record line shows, in Kafka's console-consumer layout:
+/// `[CreateTime:TS SEP][Partition:P SEP][Offset:N SEP][HEADERS SEP][KEY SEP]VALUE`.
+struct Format {
+    timestamp: bool,
+    partition: bool,
+    offset: bool,
+    headers: bool,
+    key: bool,
+    separator: String,
+}
+
+impl Format {
+    /// Writes one record as a line; null keys and values print as `null`.
+    fn write(
+        &self,
+        out: &mut impl Write,
+        partition: i32,
+        record: &ConsumedRecord,
+    ) -> io::Result<()> {
+        let sep = self.separator.as_bytes();
+        if self.timestamp {
+            let kind = if record.log_append_time {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            };
+            write!(out, "{kind}:{}", record.timestamp)?;
+            out.write_all(sep)?;
+        }
+        if self.partition {
+            write!(out, "Partition:{partition}")?;
+            out.write_all(sep)?;
+        }
+        if self.offset {
+            write!(out, "Offset:{}", record.offset)?;
+            out.write_all(sep)?;
+        }
+        if self.headers {
+            if record.headers.is_empty() {
+                out.write_all(b"NO_HEADERS")?;
+            }
+            for (i, (k, v)) in record.headers.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                out.write_all(k)?;
+                out.write_all(b":")?;
+                out.write_all(v.as_deref().unwrap_or(b"null"))?;
+            }
+            out.write_all(sep)?;
+        }
+        if self.key {
+            out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
+            out.write_all(sep)?;
+        }
+        out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
+        out.write_all(b"\n")
     }
-    out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
-    out.write_all(b"\n")
 }
 
 /// A reader that went away (`| head`) ends the command quietly, as with other Unix tools.
@@ -236,14 +301,54 @@ mod tests {
         }
     }
 
+    fn format(key: bool, all: bool) -> Format {
+        Format {
+            timestamp: all,
+            partition: all,
+            offset: all,
+            headers: all,
+            key,
+            separator: ":".into(),
+        }
+    }
+
     #[test]
     fn records_print_as_lines_with_optional_keys() {
         let mut out = Vec::new();
-        write_record(&mut out, &record(Some("k"), Some("v")), true, ":").unwrap();
-        write_record(&mut out, &record(None, Some("v2")), true, ":").unwrap();
-        write_record(&mut out, &record(Some("k"), None), false, ":").unwrap();
-        write_record(&mut out, &record(None, Some("")), false, ":").unwrap();
+        format(true, false)
+            .write(&mut out, 0, &record(Some("k"), Some("v")))
+            .unwrap();
+        format(true, false)
+            .write(&mut out, 0, &record(None, Some("v2")))
+            .unwrap();
+        format(false, false)
+            .write(&mut out, 0, &record(Some("k"), None))
+            .unwrap();
+        format(false, false)
+            .write(&mut out, 0, &record(None, Some("")))
+            .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "k:v\nnull:v2\nnull\n\n");
+    }
+
+    #[test]
+    fn every_field_prints_in_kafkas_order() {
+        let mut r = record(Some("k"), Some("v"));
+        r.offset = 7;
+        r.timestamp = 1234;
+        r.headers = vec![
+            (Bytes::from_static(b"a"), Some(Bytes::from_static(b"1"))),
+            (Bytes::from_static(b"b"), None),
+        ];
+        let mut out = Vec::new();
+        format(true, true).write(&mut out, 3, &r).unwrap();
+        r.headers.clear();
+        r.log_append_time = true;
+        format(false, true).write(&mut out, 3, &r).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "CreateTime:1234:Partition:3:Offset:7:a:1,b:null:k:v\n\
+             LogAppendTime:1234:Partition:3:Offset:7:NO_HEADERS:v\n"
+        );
     }
 
     #[test]

@@ -312,3 +312,20 @@ def test_a_one_megabyte_line_round_trips(broker):
     sluice(broker, "topic", "alter-config", "big", "--set", "max.message.bytes=100000")
     err = fails_with(broker, "MESSAGE_TOO_LARGE", "produce", "big", stdin=big + b"\n")
     assert "big-0" in err
+
+
+def test_consume_prints_timestamps_partitions_offsets_and_headers(broker):
+    sluice(broker, "topic", "create", "meta", "--partitions", "2")
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    producer.produce("meta", key=b"k0", value=b"v0", partition=1, timestamp=1_700_000_000_123,
+                     headers=[("trace", b"abc"), ("empty", b"")])
+    producer.produce("meta", key=b"k1", value=b"v1", partition=1, timestamp=1_700_000_000_456)
+    assert producer.flush(TIMEOUT_S) == 0
+    out = sluice(broker, "consume", "meta", "--partition", "1", "--from-beginning",
+                 "--max-messages", "2", "--print-timestamp", "--print-partition",
+                 "--print-offset", "--print-headers", "--print-key",
+                 "--key-separator", " | ").stdout.decode()
+    assert out.splitlines() == [
+        "CreateTime:1700000000123 | Partition:1 | Offset:0 | trace:abc,empty: | k0 | v0",
+        "CreateTime:1700000000456 | Partition:1 | Offset:1 | NO_HEADERS | k1 | v1",
+    ]
