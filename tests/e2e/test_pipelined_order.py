@@ -3,7 +3,9 @@ order it sent them: offset n holds the n-th record, for every acks level and bot
 
 librdkafka pipelines up to max.in.flight requests per connection; a broker that handled them
 concurrently could let a later request overtake an earlier one at the partition. One record per
-request (batch.num.messages=1, linger 0) maximises the number of requests in flight.
+request (batch.num.messages=1, linger 0) maximises the number of requests in flight, and tiny
+segments make the partition roll every few records: a roll makes an append wait, which is
+exactly when a concurrently handled later request could overtake it.
 """
 
 import pytest
@@ -39,7 +41,8 @@ def _read_all(bootstrap, topic, n):
 def _create(bootstrap, topic):
     # The admin client must outlive the future: destroying it cancels the request.
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
+    new = NewTopic(topic, 1, 1, config={"segment.bytes": "4096"})
+    admin.create_topics([new])[topic].result(timeout=10)
 
 
 @pytest.mark.parametrize("acks", ["1", "all"])
