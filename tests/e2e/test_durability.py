@@ -37,15 +37,15 @@ def test_acks_all_survives_kill9(broker):
 
     t = threading.Thread(target=produce)
     t.start()
-    deadline = time.time() + 20
-    while sum(len(v) for v in acked.values()) < 3000 and time.time() < deadline:
+    deadline = time.time() + 30
+    while sum(len(v) for v in acked.values()) < 1000 and time.time() < deadline:
         time.sleep(0.05)
     broker.kill9()
     stop.set()
     t.join(10)
     producer.flush(10)  # delivery reports for what was in flight: all fail
     total = sum(len(v) for v in acked.values())
-    assert total >= 3000, total
+    assert total >= 1000, total
 
     broker.start()
     for p in range(4):

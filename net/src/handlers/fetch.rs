@@ -520,38 +520,66 @@ async fn wait_for_appends(ctx: &Rc<BrokerCtx>, targets: &[Target], deadline: Ins
     done.store(true, Ordering::Release);
 }
 
-/// The length of the first batch in `chunks`.
-fn first_batch_len(chunks: &[Bytes]) -> usize {
-    chunks
-        .first()
-        .and_then(|c| peek_offset_and_len(c))
-        .map_or(0, |(_, len)| len.max(0) as usize)
-}
-
-/// Keeps the longest prefix of whole batches of `chunks` that fits in `limit` bytes. Slicing
-/// `Bytes` shares the buffers (no copy).
-pub fn trim_to_batches(chunks: Vec<Bytes>, limit: usize) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(chunks.len());
-    let mut used = 0usize;
-    for chunk in chunks {
-        if used + chunk.len() <= limit {
-            used += chunk.len();
-            out.push(chunk);
+/// Reads `N` bytes at logical position `pos` of the concatenation of `chunks`.
+fn peek_bytes<const N: usize>(chunks: &[Bytes], mut pos: usize) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    for c in chunks {
+        if pos >= c.len() {
+            pos -= c.len();
             continue;
         }
-        // Walk this chunk's batches and cut at the last one that fits.
-        let mut at = 0usize;
-        while let Some((_, len)) = peek_offset_and_len(&chunk[at..]) {
-            let len = len.max(0) as usize;
-            if len == 0 || at + len > chunk.len() || used + at + len > limit {
-                break;
-            }
-            at += len;
+        let take = (c.len() - pos).min(N - filled);
+        out[filled..filled + take].copy_from_slice(&c[pos..pos + take]);
+        filled += take;
+        pos = 0;
+        if filled == N {
+            return Some(out);
         }
-        if at > 0 {
-            out.push(chunk.slice(..at));
+    }
+    None
+}
+
+/// The total length of the batch starting at logical position `pos` of `chunks`.
+fn batch_len_at(chunks: &[Bytes], pos: usize) -> Option<usize> {
+    let overhead = peek_bytes::<12>(chunks, pos)?;
+    let (_, len) = peek_offset_and_len(&overhead)?;
+    usize::try_from(len).ok().filter(|&l| l > 0)
+}
+
+/// The length of the first batch in `chunks`.
+fn first_batch_len(chunks: &[Bytes]) -> usize {
+    batch_len_at(chunks, 0).unwrap_or(0)
+}
+
+/// Keeps the longest prefix of whole batches of `chunks` that fits in `limit` bytes. The
+/// chunks need not start or end at batch boundaries (the engine may hand out a batch as a
+/// header and a body); slicing `Bytes` shares the buffers (no copy).
+pub fn trim_to_batches(chunks: Vec<Bytes>, limit: usize) -> Vec<Bytes> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    if total <= limit {
+        return chunks;
+    }
+    let mut cut = 0usize;
+    while let Some(len) = batch_len_at(&chunks, cut) {
+        if cut + len > limit || cut + len > total {
+            break;
         }
-        break;
+        cut += len;
+    }
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut left = cut;
+    for c in chunks {
+        if left == 0 {
+            break;
+        }
+        if c.len() <= left {
+            left -= c.len();
+            out.push(c);
+        } else {
+            out.push(c.slice(..left));
+            left = 0;
+        }
     }
     out
 }
@@ -600,6 +628,24 @@ mod tests {
             Vec::<usize>::new()
         );
         assert_eq!(lens(&trim_to_batches(chunks.clone(), 340)), vec![300]);
+        assert_eq!(first_batch_len(&chunks), 100);
+    }
+
+    #[test]
+    fn trimming_works_when_batches_span_chunks() {
+        // Batches handed out as a 61-byte header chunk and a body chunk each.
+        let mut chunks = Vec::new();
+        for base in 0..3 {
+            let b = Bytes::from(batch(base, 100));
+            chunks.push(b.slice(..61));
+            chunks.push(b.slice(61..));
+        }
+        let total = |v: &[Bytes]| v.iter().map(Bytes::len).sum::<usize>();
+        assert_eq!(total(&trim_to_batches(chunks.clone(), 250)), 200);
+        assert_eq!(total(&trim_to_batches(chunks.clone(), 300)), 300);
+        assert_eq!(total(&trim_to_batches(chunks.clone(), 130)), 100);
+        assert_eq!(trim_to_batches(chunks.clone(), 130).len(), 2);
+        assert_eq!(total(&trim_to_batches(chunks.clone(), 99)), 0);
         assert_eq!(first_batch_len(&chunks), 100);
     }
 

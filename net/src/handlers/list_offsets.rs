@@ -140,8 +140,10 @@ async fn exact_record(
     wanted: impl Fn(i64) -> bool,
 ) -> Option<(i64, i64)> {
     let read = p.read(offset, 1).await.ok()?;
-    let chunk = read.chunks.first()?;
-    let view = BatchView::parse(chunk, 0).ok()?;
+    // The engine may hand a batch out in pieces (a cached batch is its header and its body);
+    // this rare lookup joins them rather than parse across pieces.
+    let joined: Vec<u8> = read.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let view = BatchView::parse(&joined, 0).ok()?;
     let log_append = view.timestamp_type() == TimestampType::LogAppendTime;
     if log_append {
         // Every record of a LogAppendTime batch carries the batch's time.
