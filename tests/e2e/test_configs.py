@@ -4,7 +4,17 @@ their refusals, a change taking effect on the data path, and configs surviving k
 """
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+import time
+
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -19,6 +29,13 @@ from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType as KpConfigResourceType
 
 TIMEOUT_S = 15
+
+
+def consumer(broker):
+    # Without a group coordinator in the broker, auto-commit would make close() wait for it.
+    return Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
 
 
 def admin(broker):
@@ -203,6 +220,40 @@ def test_lowered_max_message_bytes_refuses_larger_records(broker):
     assert send(b"small") is None
     assert incremental(a, "limited", [("max.message.bytes", DELETE, None)]) is None
     assert send(b"x" * 5000) is None
+
+
+def test_timestamp_type_change_reaches_the_partitions_on_every_shard(broker):
+    # LogAppendTime is stamped by the storage engine itself, so this proves the open partitions
+    # (one per shard with two partitions) took the new settings, not just the topic metadata.
+    a = admin(broker)
+    make_topic(a, "stamped", partitions=2)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+
+    def send_both(timestamp_ms):
+        for partition in (0, 1):
+            p.produce("stamped", b"v", partition=partition, timestamp=timestamp_ms)
+        assert p.flush(TIMEOUT_S) == 0
+
+    send_both(1000)
+    assert incremental(a, "stamped", [("message.timestamp.type", SET, "LogAppendTime")]) is None
+    before = int(time.time() * 1000)
+    send_both(1000)
+    c = consumer(broker)
+    try:
+        c.assign([TopicPartition("stamped", part, 0) for part in (0, 1)])
+        seen = {}
+        deadline = time.time() + TIMEOUT_S
+        while len(seen) < 4 and time.time() < deadline:
+            m = c.poll(1)
+            if m is not None and m.error() is None:
+                seen[(m.partition(), m.offset())] = m.timestamp()
+    finally:
+        c.close()
+    for partition in (0, 1):
+        assert seen[(partition, 0)] == (TIMESTAMP_CREATE_TIME, 1000)
+        kind, stamped = seen[(partition, 1)]
+        assert kind == TIMESTAMP_LOG_APPEND_TIME
+        assert stamped >= before - 1000
 
 
 def test_configs_survive_kill9_and_restart(broker):

@@ -15,6 +15,13 @@ from kafka import KafkaAdminClient
 TIMEOUT_S = 15
 
 
+def consumer(broker):
+    # Without a group coordinator in the broker, auto-commit would make close() wait for it.
+    return Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
+
+
 def admin(broker):
     return AdminClient({"bootstrap.servers": broker.bootstrap})
 
@@ -195,7 +202,7 @@ def test_deleted_data_is_gone_and_a_recreated_topic_starts_empty(broker):
     assert not any(n.startswith("phoenix-") for n in os.listdir(broker.data_dir))
 
     assert create(a, [NewTopic("phoenix", num_partitions=2)]) == {"phoenix": None}
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    c = consumer(broker)
     try:
         low, high = c.get_watermark_offsets(TopicPartition("phoenix", 0), timeout=TIMEOUT_S)
         assert (low, high) == (0, 0)
