@@ -35,9 +35,6 @@ pub enum DecodeErrorKind {
     /// A null value in a field (or a version) where the schema does not allow null.
     #[error("null is not allowed here")]
     NullNotAllowed,
-    /// A nullable struct's presence marker was neither -1 nor 1.
-    #[error("invalid presence marker {marker} for a nullable struct")]
-    InvalidPresenceMarker { marker: i8 },
     /// A known tagged field did not consume exactly the bytes its header declared.
     #[error("tagged field {tag} declared {declared} bytes but its value used {used}")]
     TaggedFieldSize {
@@ -45,9 +42,6 @@ pub enum DecodeErrorKind {
         declared: usize,
         used: usize,
     },
-    /// Tagged fields must appear in strictly ascending tag order.
-    #[error("tagged field {tag} follows tag {previous}: tags must be strictly ascending")]
-    TaggedFieldOrder { tag: u32, previous: u32 },
     /// The message was decoded but bytes remain in the frame.
     #[error("{remaining} trailing bytes after the message")]
     TrailingBytes { remaining: usize },
