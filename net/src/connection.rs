@@ -62,6 +62,8 @@ pub struct ConnectionLimits {
 pub enum ConnectionEnd {
     #[error("client closed the connection")]
     ClientClosed,
+    #[error("broker shutting down")]
+    Shutdown,
     #[error("idle for longer than {0:?}")]
     Idle(Duration),
     #[error("request of {size} bytes exceeds socket.request.max.bytes ({max})")]
@@ -75,11 +77,15 @@ pub enum ConnectionEnd {
 /// Serves one connection until it ends; returns why it ended.
 ///
 /// Runs on the shard that accepted the connection.
+///
+/// When `stop` closes (broker shutdown), the connection reads no further requests, sends the
+/// replies of those already in flight, and closes.
 pub async fn serve<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     limits: ConnectionLimits,
     handler: Rc<H>,
+    stop: local_channel::LocalReceiver<()>,
 ) -> ConnectionEnd {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -114,7 +120,11 @@ pub async fn serve<H: Handler>(
         // Completion signal of the last Produce request started on this connection.
         let mut last_produce: Option<local_channel::LocalReceiver<()>> = None;
         let end = loop {
-            let frame = match read_frame(&mut reader, &limits).await {
+            let next = futures_lite::future::or(read_frame(&mut reader, &limits), async {
+                let _ = stop.recv().await;
+                Err(ConnectionEnd::Shutdown)
+            });
+            let frame = match next.await {
                 Ok(frame) => frame,
                 Err(end) => break end,
             };

@@ -6,14 +6,19 @@
 //! entirely by the shard that accepted it. Open connections are counted across all shards
 //! against `max_connections`; one over the limit is closed at once. On shutdown every shard
 //! stops accepting, lets its open connections finish the requests they already sent for a short
-//! grace period, and then returns so the caller can flush and close the logs.
+//! grace period, and then returns so the caller can flush and close the logs. Connections stop
+//! reading new requests at once, answer the ones in flight, and close, so a shutdown does not
+//! wait on idle clients.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpListener;
 
 use crate::connection::{self, ConnectionEnd, ConnectionLimits, Handler};
@@ -56,6 +61,10 @@ pub async fn accept_loop<H: Handler>(
     handler: Rc<H>,
 ) {
     let local_open = Rc::new(std::cell::Cell::new(0usize));
+    // One stop sender per open connection; dropping them all tells every connection to stop
+    // reading and close once its in-flight requests are answered.
+    let stops: Rc<RefCell<HashMap<u64, LocalSender<()>>>> = Rc::default();
+    let mut next_id = 0u64;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             wait_for_shutdown(&shared).await;
@@ -87,10 +96,18 @@ pub async fn accept_loop<H: Handler>(
         let handler = handler.clone();
         let limits = config.limits;
         let local = local_open.clone();
+        let (stop_tx, stop_rx) = local_channel::new_bounded(1);
+        let id = next_id;
+        next_id += 1;
+        stops.borrow_mut().insert(id, stop_tx);
+        let conn_stops = stops.clone();
         glommio::spawn_local(async move {
-            let end = connection::serve(stream, peer, limits, handler).await;
+            let end = connection::serve(stream, peer, limits, handler, stop_rx).await;
+            conn_stops.borrow_mut().remove(&id);
             match &end {
-                ConnectionEnd::ClientClosed => tracing::debug!(%peer, "client closed"),
+                ConnectionEnd::ClientClosed | ConnectionEnd::Shutdown => {
+                    tracing::debug!(%peer, reason = %end, "closed")
+                }
                 ConnectionEnd::Idle(_) => tracing::debug!(%peer, reason = %end, "closed"),
                 _ => tracing::warn!(%peer, reason = %end, "closed connection"),
             }
@@ -100,6 +117,7 @@ pub async fn accept_loop<H: Handler>(
         .detach();
     }
     drop(listener);
+    stops.borrow_mut().clear();
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     while local_open.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;

@@ -151,9 +151,17 @@ fn broker_connection_contract() {
     c.write_all(&request(0, 11)).unwrap();
     assert_eq!(read_reply(&mut c), 11);
 
+    // Shutdown with clients still connected and idle: the broker closes their connections
+    // at once instead of waiting out its grace period for them.
+    let started = std::time::Instant::now();
     shared.shutdown.store(true, Ordering::SeqCst);
-    drop(c);
-    drop(_second);
+    assert_closed(&mut c);
     thread.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shutdown waited {:?} for idle connections",
+        started.elapsed()
+    );
+    drop(_second);
     assert_eq!(shared.open_connections.load(Ordering::SeqCst), 0);
 }
