@@ -99,3 +99,10 @@ def test_invalid_acks_and_unknown_partitions_are_refused(broker):
     assert produce_v3(broker, 1, "no-such-topic", 0, b"x")[1] == 3
     # CORRUPT_MESSAGE (2) for bytes that are not a record batch.
     assert produce_v3(broker, 1, "acks", 0, b"\x00" * 20)[1] == 2
+
+
+def test_acks_all_needs_enough_in_sync_replicas(broker):
+    create_topic(broker, "misr", config={"min.insync.replicas": "2"})
+    # NOT_ENOUGH_REPLICAS (19) for acks=all; acks=1 is not affected, as in Kafka.
+    assert produce_v3(broker, -1, "misr", 0, b"x")[1] == 19
+    ck_produce(broker, "misr", [record(None, b"ok")], acks="1")

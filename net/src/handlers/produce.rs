@@ -41,6 +41,9 @@ use crate::errors;
 /// accepts either; v3+ carry v2 record batches.
 pub const VERSIONS: (i16, i16) = (3, 11);
 
+/// The in-sync replicas of every partition: this node alone.
+const IN_SYNC_REPLICAS: i64 = 1;
+
 /// The outcome of one partition's append, sent back from the home shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionOutcome {
@@ -268,7 +271,23 @@ async fn append_one(
             )
         }
     };
-    let rules = match home.state().cluster.topics().topic(&tp.topic) {
+    let topics = home.state().cluster.topics();
+    let meta = topics.topic(&tp.topic);
+    // The single node is the whole in-sync replica set: acks=all cannot be honoured on a topic
+    // that asks for more in-sync replicas than that, and Kafka refuses such a write.
+    let min_insync = meta
+        .and_then(|m| m.configs.get("min.insync.replicas"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(1);
+    if durability == Durability::Synced && min_insync > IN_SYNC_REPLICAS {
+        return PartitionOutcome::error(
+            errors::NOT_ENOUGH_REPLICAS,
+            format!(
+                "{tp} has min.insync.replicas={min_insync} but only {IN_SYNC_REPLICAS} in-sync replica"
+            ),
+        );
+    }
+    let rules = match meta {
         Some(meta) => TopicRules {
             codec: meta
                 .configs
