@@ -106,3 +106,19 @@ def test_acks_all_needs_enough_in_sync_replicas(broker):
     # NOT_ENOUGH_REPLICAS (19) for acks=all; acks=1 is not affected, as in Kafka.
     assert produce_v3(broker, -1, "misr", 0, b"x")[1] == 19
     ck_produce(broker, "misr", [record(None, b"ok")], acks="1")
+
+
+def message_v1(value):
+    """A pre-v2 (magic 1) message set entry: offset, size, crc, magic, attributes, timestamp,
+    null key, value. The CRC is left zero: the broker must refuse the format before anything."""
+    body = struct.pack(">bbq", 1, 0, 1_600_000_000_000) + struct.pack(">i", -1)
+    body += struct.pack(">i", len(value)) + value
+    return struct.pack(">qi", 0, 4 + len(body)) + struct.pack(">I", 0) + body
+
+
+def test_old_message_formats_are_refused(broker):
+    create_topic(broker, "oldfmt")
+    # UNSUPPORTED_FOR_MESSAGE_FORMAT (43), as Kafka 4 answers magic 0 and 1.
+    assert produce_v3(broker, 1, "oldfmt", 0, message_v1(b"v" * 40))[1] == 43
+    # Too short to be a v2 batch at all: CORRUPT_MESSAGE (2).
+    assert produce_v3(broker, 1, "oldfmt", 0, message_v1(b"v"))[1] == 2
