@@ -102,15 +102,11 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         (false, Some(s)) => s,
         (false, None) => Start::Latest,
     };
-    let mut positions = Vec::with_capacity(chosen.len());
-    for p in chosen {
-        let offset = match start {
-            Start::Earliest => client.list_offset(&args.topic, p, OffsetSpec::Earliest)?,
-            Start::Latest => client.list_offset(&args.topic, p, OffsetSpec::Latest)?,
-            Start::Offset(n) => n,
-        };
-        positions.push((p, offset));
-    }
+    let mut positions = match start {
+        Start::Earliest => client.list_offsets(&args.topic, &chosen, OffsetSpec::Earliest)?,
+        Start::Latest => client.list_offsets(&args.topic, &chosen, OffsetSpec::Latest)?,
+        Start::Offset(n) => chosen.iter().map(|&p| (p, n)).collect(),
+    };
     let topic_ref = TopicRef {
         name: topic.name.clone(),
         id: topic.id,

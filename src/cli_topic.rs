@@ -113,12 +113,14 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
         TopicCommand::Describe { name, connect } => {
             let mut client = connect.connect()?;
             let topic = client.topic_metadata(&name)?;
-            let mut offsets = Vec::with_capacity(topic.partitions.len());
-            for p in &topic.partitions {
-                let start = client.list_offset(&name, p.index, OffsetSpec::Earliest)?;
-                let end = client.list_offset(&name, p.index, OffsetSpec::Latest)?;
-                offsets.push((start, end));
-            }
+            let indexes: Vec<i32> = topic.partitions.iter().map(|p| p.index).collect();
+            let starts = client.list_offsets(&name, &indexes, OffsetSpec::Earliest)?;
+            let ends = client.list_offsets(&name, &indexes, OffsetSpec::Latest)?;
+            let offsets: Vec<(i64, i64)> = starts
+                .iter()
+                .zip(&ends)
+                .map(|((_, start), (_, end))| (*start, *end))
+                .collect();
             let configs = client.describe_topic_configs(&name)?;
             print!("{}", describe_text(&topic, &offsets, &configs));
         }

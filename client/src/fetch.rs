@@ -110,36 +110,62 @@ pub struct FetchedPartition {
 impl Client {
     /// ListOffsets for one partition.
     pub fn list_offset(&mut self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64> {
+        let offsets = self.list_offsets(topic, &[partition], spec)?;
+        offsets
+            .into_iter()
+            .next()
+            .map(|(_, offset)| offset)
+            .ok_or_else(|| missing(&format!("list offsets of {topic}-{partition}"), "a result"))
+    }
+
+    /// ListOffsets for several partitions of one topic in one request; returns
+    /// (partition, offset) in the order asked, or the first partition's error.
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<(i32, i64)>> {
         let request = ListOffsetsRequest {
             replica_id: -1,
             isolation_level: 0,
             topics: vec![ListOffsetsTopic {
                 name: topic.to_owned(),
-                partitions: vec![ListOffsetsPartition {
-                    partition_index: partition,
-                    current_leader_epoch: -1,
-                    timestamp: spec.to_wire(),
-                    max_num_offsets: 1,
-                    ..ListOffsetsPartition::default()
-                }],
+                partitions: partitions
+                    .iter()
+                    .map(|&partition| ListOffsetsPartition {
+                        partition_index: partition,
+                        current_leader_epoch: -1,
+                        timestamp: spec.to_wire(),
+                        max_num_offsets: 1,
+                        ..ListOffsetsPartition::default()
+                    })
+                    .collect(),
                 ..ListOffsetsTopic::default()
             }],
             timeout_ms: 30_000,
             ..ListOffsetsRequest::default()
         };
-        let context = || format!("list offsets of {topic}-{partition}");
         let Response::ListOffsets(r) = self.call(Request::ListOffsets(request))? else {
-            return Err(missing(&context(), "a ListOffsets body"));
+            return Err(missing(
+                &format!("list offsets of '{topic}'"),
+                "a ListOffsets body",
+            ));
         };
-        let found = r
-            .topics
-            .iter()
-            .filter(|t| t.name == topic)
-            .flat_map(|t| t.partitions.iter())
-            .find(|p| p.partition_index == partition)
-            .ok_or_else(|| missing(&context(), "the partition's result"))?;
-        check(found.error_code, None, context)?;
-        Ok(found.offset)
+        let mut out = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let context = || format!("list offsets of {topic}-{partition}");
+            let found = r
+                .topics
+                .iter()
+                .filter(|t| t.name == topic)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition_index == partition)
+                .ok_or_else(|| missing(&context(), "the partition's result"))?;
+            check(found.error_code, None, context)?;
+            out.push((partition, found.offset));
+        }
+        Ok(out)
     }
 
     /// Fetches `partitions` (partition, offset) of one topic in one request.
