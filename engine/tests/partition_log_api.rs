@@ -307,3 +307,60 @@ fn log_append_time_topics_stamp_batches() {
         assert_eq!(v.max_timestamp(), info.log_append_time);
     });
 }
+
+#[test]
+fn segment_ms_rolls_and_flush_settings_make_data_durable_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        // segment.ms: the next append after the deadline rolls.
+        let cfg = std::sync::Arc::new(LogConfig::from_pairs([("segment.ms", "20")]).unwrap());
+        let p = sluice_engine::partition::Partition::open(
+            &root.join("a"),
+            tp(),
+            cfg,
+            ShardContext::default(),
+        )
+        .await
+        .unwrap();
+        p.append(batch(1, 10, 1, 1), Durability::Written)
+            .await
+            .unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+        p.append(batch(1, 10, 2, 1), Durability::Written)
+            .await
+            .unwrap();
+        assert_eq!(p.segment_count(), 2);
+
+        // flush.messages=3: the third unflushed record triggers a background fdatasync.
+        let cfg = std::sync::Arc::new(LogConfig::from_pairs([("flush.messages", "3")]).unwrap());
+        let ctx = ShardContext::default();
+        let p = sluice_engine::partition::Partition::open(&root.join("b"), tp(), cfg, ctx.clone())
+            .await
+            .unwrap();
+        for i in 0..2 {
+            p.append(batch(1, 10, i, 1), Durability::Written)
+                .await
+                .unwrap();
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(p.durable_offset(), Offset(0), "below flush.messages");
+        p.append(batch(1, 10, 3, 1), Durability::Written)
+            .await
+            .unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(p.durable_offset(), Offset(3));
+
+        // flush.ms=10: unsynced data becomes durable within about that delay.
+        let cfg = std::sync::Arc::new(LogConfig::from_pairs([("flush.ms", "10")]).unwrap());
+        let p = sluice_engine::partition::Partition::open(&root.join("c"), tp(), cfg, ctx)
+            .await
+            .unwrap();
+        p.append(batch(1, 10, 1, 1), Durability::Buffered)
+            .await
+            .unwrap();
+        assert_eq!(p.durable_offset(), Offset(0));
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(p.durable_offset(), Offset(1));
+    });
+}
