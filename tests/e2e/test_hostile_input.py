@@ -11,11 +11,15 @@ the broker stays alive with bounded memory.
 import random
 import socket
 import struct
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, free_port
 
 TIMEOUT_S = 30
 # How long a hostile connection may stay open after its input before the test gives up.
@@ -388,3 +392,69 @@ def test_stalled_100_mib_frames_cost_no_memory(broker):
     time.sleep(0.5)
     # Once they hang up, the broker lets go of them.
     assert admin.list_topics(timeout=10).brokers
+
+
+def test_configured_limits_close_stalled_oversized_and_excess_connections():
+    """With a short idle timeout, a small request limit and few connections allowed:
+    connections past the maximum are closed on arrival while a client that got in first is
+    still served, a frame over the limit is refused at once, and a frame that stalls is dropped
+    after the idle time (as is any idle connection)."""
+    with tempfile.TemporaryDirectory(prefix="sluice-e2e-limits-") as tmp:
+        config = Path(tmp) / "sluice.toml"
+        config.write_text(
+            "connections-max-idle-ms = 1500\n"
+            "socket-request-max-bytes = 65536\n"
+            "max-connections = 12\n"
+        )
+        broker = Broker(Path(tmp) / "data", free_port(), ["--config", str(config)])
+        broker.start()
+        try:
+            good = connect(broker)
+            good.sendall(metadata_v1(1, []))
+            assert struct.unpack(">i", read_response(good)[:4])[0] == 1
+
+            # Past max-connections: the extra connections are closed on arrival.
+            extra = [connect(broker) for _ in range(20)]
+            try:
+                time.sleep(0.5)
+                closed_now = 0
+                for s in extra:
+                    s.setblocking(False)
+                    try:
+                        if s.recv(1) == b"":
+                            closed_now += 1
+                    except BlockingIOError:
+                        pass
+                    except ConnectionResetError:
+                        closed_now += 1
+                # `good` holds one of the 12 places, so 11 of the 20 may stay open.
+                assert closed_now == 9, closed_now
+                good.sendall(metadata_v1(2, []))
+                assert struct.unpack(">i", read_response(good)[:4])[0] == 2
+            finally:
+                for s in extra:
+                    s.close()
+            assert "too many connections" in broker.log()
+
+            # Over the configured request limit: closed without reading the body.
+            got = send_and_expect_close(broker, struct.pack(">i", 65537) + b"\x00" * 64)
+            assert got == b""
+
+            # Stalled mid-frame: waited for, then dropped once the idle time has passed.
+            stalled = connect(broker)
+            stalled.sendall(struct.pack(">i", 60_000) + b"\x00" * 100)
+            started = time.time()
+            closed, _ = closed_by_broker(stalled)
+            waited = time.time() - started
+            stalled.close()
+            assert closed and 1.0 <= waited < CLOSE_WITHIN_S, waited
+            # The idle rule applies to the quiet well-behaved connection too; new ones work.
+            assert closed_by_broker(good)[0]
+            good.close()
+            fresh = connect(broker)
+            fresh.sendall(metadata_v1(3, []))
+            assert struct.unpack(">i", read_response(fresh)[:4])[0] == 3
+            fresh.close()
+            assert broker.proc.poll() is None
+        finally:
+            broker.stop()
