@@ -329,3 +329,26 @@ def test_consume_prints_timestamps_partitions_offsets_and_headers(broker):
         "CreateTime:1700000000123 | Partition:1 | Offset:0 | trace:abc,empty: | k0 | v0",
         "CreateTime:1700000000456 | Partition:1 | Offset:1 | NO_HEADERS | k1 | v1",
     ]
+
+
+def test_sixty_four_partitions_through_the_cli(broker):
+    sluice(broker, "topic", "create", "wide", "--partitions", "64")
+    lines = [f"key-{i}\tvalue-{i}" for i in range(1280)]
+    sluice(broker, "produce", "wide", "--key-separator", "\t", "--compression", "snappy",
+           stdin="".join(line + "\n" for line in lines).encode())
+    out = sluice(broker, "consume", "wide", "--from-beginning", "--print-key",
+                 "--print-partition", "--max-messages", "1280").stdout.decode().splitlines()
+    assert len(out) == 1280
+    seen = {}
+    for line in out:
+        partition, key, value = line.split("\t")
+        assert value == "value-" + key.split("-")[1]
+        seen[key] = int(partition.split(":")[1])
+    assert sorted(seen) == sorted(f"key-{i}" for i in range(1280))
+    for key, partition in seen.items():
+        assert partition == (murmur2(key.encode()) & 0x7FFFFFFF) % 64
+    assert len(set(seen.values())) == 64
+    described = sluice(broker, "topic", "describe", "wide").stdout.decode()
+    rows = [line.split() for line in described.splitlines() if line[:11].strip().isdigit()]
+    assert len(rows) == 64
+    assert sum(int(r[5]) - int(r[4]) for r in rows) == 1280
