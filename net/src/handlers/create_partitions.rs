@@ -57,7 +57,17 @@ pub async fn handle(
                 Ok(()) if request.validate_only => Ok(()),
                 Ok(()) => {
                     let (change_name, total) = (name.clone(), topic.count);
+                    let assignments = topic.assignments;
+                    // Checked again on the control shard against the store itself: another
+                    // request may have changed the count since this shard's snapshot.
                     cluster::change_topics(ctx, move |store| {
+                        check(
+                            store.current(),
+                            &change_name,
+                            total,
+                            assignments.as_deref(),
+                            node,
+                        )?;
                         store.add_partitions(&change_name, total, false)
                     })
                     .await
