@@ -452,4 +452,37 @@ mod tests {
         assert_eq!(records[1].key.as_deref(), Some(&b""[..]));
         assert_eq!(records[1].value.as_deref(), Some(&b""[..]));
     }
+
+    /// A broker (or a network) that sends garbage must get an error, never a panic: flip
+    /// bytes anywhere in real batches of every codec, with the CRC both left stale and
+    /// recomputed so that the records inside are parsed too, and cut the set at every length.
+    #[test]
+    fn mangled_record_sets_never_panic() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for codec in Codec::ALL {
+            let original = batch(codec, 0, &["alpha", "beta", "gamma", "delta"]);
+            for cut in 0..original.len() {
+                let _ = decode_record_set("t", 0, &original[..cut], 0);
+            }
+            for round in 0..2_000 {
+                let mut raw = original.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % raw.len();
+                    raw[at] ^= 1 << (next() % 8);
+                }
+                if round % 2 == 0 {
+                    if let Some(crc) = sluice_engine::builder::batch_crc(&raw) {
+                        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+                    }
+                }
+                let _ = decode_record_set("t", 0, &raw, 0);
+            }
+        }
+    }
 }
