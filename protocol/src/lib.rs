@@ -85,6 +85,17 @@ pub mod api {
         pub unstable_latest: bool,
     }
 
+    impl ApiInfo {
+        /// The highest version that is stable in Kafka: the one to advertise in ApiVersions.
+        pub fn max_stable_version(&self) -> i16 {
+            if self.unstable_latest {
+                self.max_version - 1
+            } else {
+                self.max_version
+            }
+        }
+    }
+
     impl ApiKey {
         /// True when this codec can decode and encode `version` of this API.
         pub fn supports(self, version: i16) -> bool {
