@@ -352,3 +352,23 @@ def test_sixty_four_partitions_through_the_cli(broker):
     rows = [line.split() for line in described.splitlines() if line[:11].strip().isdigit()]
     assert len(rows) == 64
     assert sum(int(r[5]) - int(r[4]) for r in rows) == 1280
+
+
+def test_typed_lines_are_sent_as_they_arrive(broker):
+    sluice(broker, "topic", "create", "typed")
+    producer = subprocess.Popen(
+        [str(sluice_bin()), "produce", "typed", "--bootstrap", broker.bootstrap],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        producer.stdin.write(b"first\n")
+        producer.stdin.flush()
+        # The producer is still running (stdin open), yet the line is already in the log.
+        assert [m.value() for m in ck_messages(broker, "typed", 1)] == [b"first"]
+        producer.stdin.write(b"second\n")
+        producer.stdin.close()
+        assert producer.wait(timeout=TIMEOUT_S) == 0, producer.stderr.read()
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    assert [m.value() for m in ck_messages(broker, "typed", 2)] == [b"first", b"second"]
