@@ -41,6 +41,13 @@ def frame(api_key, version, correlation_id, body, client_id="hostile"):
     return struct.pack(">i", len(payload)) + payload
 
 
+def flexible_frame(api_key, version, correlation_id, body):
+    """A request with a v2 header (flexible versions): null client id, no tagged fields."""
+    header = struct.pack(">hhih", api_key, version, correlation_id, -1) + b"\x00"
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
 def metadata_v1(correlation_id, topics=None):
     if topics is None:
         body = struct.pack(">i", -1)
@@ -273,6 +280,14 @@ def hostile_bodies(broker):
               + struct.pack(">ii", 1, 0) + struct.pack(">i", -77)),
         # A header whose client id length runs past the frame.
         struct.pack(">i", 10) + struct.pack(">hhih", 3, 1, 14, 5000),
+        # Flexible versions: Metadata v12 with a compact array count of 2^32-2 (uvarint).
+        flexible_frame(3, 12, 15, b"\xff\xff\xff\xff\x0f"),
+        # ... with a varint that never ends.
+        flexible_frame(3, 12, 16, b"\xff" * 12),
+        # ... with a topic whose compact string length is far past the frame.
+        flexible_frame(3, 12, 17, b"\x02" + b"\x00" * 16 + b"\xff\xff\x03abc"),
+        # A v2 header claiming a million tagged fields.
+        struct.pack(">i", 13) + struct.pack(">hhih", 3, 12, 18, -1) + b"\xc0\x84\x3d",
     ]
     for data in cases:
         got = send_and_expect_close(broker, data)
