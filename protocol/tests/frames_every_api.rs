@@ -9,14 +9,24 @@
 
 use bytes::Bytes;
 use sluice_protocol::{
-    decode_request, decode_response, encode_request, encode_response, ApiKey, Decoder, EncodeError, Request,
-    Response,
+    decode_request, decode_response, encode_request, encode_response, ApiKey, Decoder, EncodeError,
+    Request, Response,
 };
 
 /// Minimal bodies of `api` at `version`, or None if the filler search below finds none.
 fn default_bodies(api: ApiKey, version: i16) -> Option<(Request, Response)> {
-    let req = Request::decode(api, &mut Decoder::new(min_encoding(api, version, true)?), version).ok()?;
-    let resp = Response::decode(api, &mut Decoder::new(min_encoding(api, version, false)?), version).ok()?;
+    let req = Request::decode(
+        api,
+        &mut Decoder::new(min_encoding(api, version, true)?),
+        version,
+    )
+    .ok()?;
+    let resp = Response::decode(
+        api,
+        &mut Decoder::new(min_encoding(api, version, false)?),
+        version,
+    )
+    .ok()?;
     Some((req, resp))
 }
 
@@ -41,46 +51,6 @@ fn min_encoding(api: ApiKey, version: i16, request: bool) -> Option<Bytes> {
     None
 }
 
-#[test] functions may unwrap: a failure there is a test failure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use bytes::Bytes;
-use sluice_protocol::{
-    decode_request, decode_response, encode_request, encode_response, ApiKey, Decoder, EncodeError, Request,
-    Response,
-};
-
-/// A default body of `api` (decoded from the encoding of an empty struct at the lowest
-/// version is not possible in general, so decode the minimal valid encoding instead).
-fn default_bodies(api: ApiKey, version: i16) -> Option<(Request, Response)> {
-    // Encode each message's Default at `version` through the enum, which dispatches on `api`.
-    // The enums have no Default, so obtain one by decoding the encoding of an all-default
-    // message produced by the generated `Default` impls via `Message`.
-    let req = Request::decode(api, &mut Decoder::new(min_encoding(api, version, true)?), version).ok()?;
-    let resp = Response::decode(api, &mut Decoder::new(min_encoding(api, version, false)?), version).ok()?;
-    Some((req, resp))
-}
-
-/// The smallest valid body: all counts zero, strings empty, tagged sections empty. Built by
-/// decoding zeros: a zero i16/i32 length is an empty string/array, a zero compact length is
-/// null (so compact bodies use 1 for empty); numbers are zero.
-fn min_encoding(api: ApiKey, version: i16, request: bool) -> Option<Bytes> {
-    // Try zero bytes of increasing length until the body decodes exactly.
-    for len in 0..512 {
-        let zeros = Bytes::from(vec![if api.is_flexible(version) { 1u8 } else { 0u8 }; len]);
-        let mut d = Decoder::new(zeros.clone());
-        let ok = if request {
-            Request::decode(api, &mut d, version).is_ok()
-        } else {
-            Response::decode(api, &mut d, version).is_ok()
-        };
-        if ok && d.remaining() == 0 {
-            return Some(zeros);
-        }
-    }
-    None
-}
-
 #[test]
 fn every_api_and_version_round_trips_through_frames() {
     let (mut checked, mut skipped) = (0, Vec::new());
@@ -99,19 +69,25 @@ fn every_api_and_version_round_trips_through_frames() {
                 }
                 Err(e) => panic!("{api:?} v{version}: {e}"),
             };
-            let (header, back) = decode_request(frame.slice(4..)).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+            let (header, back) = decode_request(frame.slice(4..))
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
             assert_eq!(header.correlation_id, 42);
             assert_eq!(header.request_api_key, api as i16);
             assert_eq!(back, req, "{api:?} v{version}");
 
-            let frame = encode_response(43, version, &resp).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}")).to_contiguous();
-            let (header, back) =
-                decode_response(api, version, frame.slice(4..)).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+            let frame = encode_response(43, version, &resp)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
+                .to_contiguous();
+            let (header, back) = decode_response(api, version, frame.slice(4..))
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
             assert_eq!(header.correlation_id, 43);
             assert_eq!(back, resp, "{api:?} v{version}");
             checked += 1;
         }
     }
     println!("{checked} api versions round-tripped through frames; skipped: {skipped:?}");
-    assert!(skipped.len() * 20 < checked, "too many skipped: {skipped:?}");
+    assert!(
+        skipped.len() * 20 < checked,
+        "too many skipped: {skipped:?}"
+    );
 }
