@@ -159,7 +159,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 boot, n = sys.argv[1], int(sys.argv[2])
 topic = "ref-confluent"
-AdminClient({"bootstrap.servers": boot}).create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+admin = AdminClient({"bootstrap.servers": boot})  # must outlive the future it returns
+admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
 value = b"x" * 100
 p = Producer({"bootstrap.servers": boot, "acks": 1, "linger.ms": 5,
               "queue.buffering.max.messages": 1000000})
