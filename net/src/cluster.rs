@@ -45,6 +45,10 @@ pub struct ClusterState {
     /// Serializes [`apply_snapshot`] on this shard: an apply awaits closes and opens, and two
     /// interleaved applies could otherwise open the same partition twice.
     apply_lock: glommio::sync::Semaphore,
+    /// Serializes topic changes with their publication on the control shard, so every shard
+    /// receives snapshots in version order (a deletion is always seen before a re-creation of
+    /// the same name).
+    change_lock: glommio::sync::Semaphore,
 }
 
 impl ClusterState {
@@ -56,6 +60,7 @@ impl ClusterState {
             engine: ShardContext::default(),
             store: store.map(RefCell::new),
             apply_lock: glommio::sync::Semaphore::new(1),
+            change_lock: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -157,6 +162,11 @@ where
 {
     let outcome = ctx
         .call(CONTROL_SHARD, move |control: Rc<BrokerCtx>| async move {
+            let Ok(_permit) = control.state().cluster.change_lock.acquire_permit(1).await else {
+                return Err(TopicError::Storage(
+                    "the control shard is shutting down".into(),
+                ));
+            };
             let snapshot = {
                 let Some(store) = control.state().cluster.store.as_ref() else {
                     return Err(TopicError::Storage(

@@ -6,6 +6,7 @@ request versions and read different response fields; an answer one of them mis-p
 """
 
 import os
+import threading
 import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -307,3 +308,43 @@ def test_describe_log_dirs_reports_partition_sizes_and_the_volume(broker):
     assert 0 <= log_dir["usable_bytes"] <= log_dir["total_bytes"]
     [only] = only_sized[0]["log_dirs"]
     assert {t["name"] for t in only["topics"]} == {"sized"}
+
+
+def test_concurrent_create_and_delete_leave_a_consistent_broker(broker):
+    # Changes from several connections are serialized on the control shard and published in
+    # order, so a deletion racing a re-creation of the same name never leaves old data behind.
+    failures = []
+
+    def churn(name, rounds):
+        a = admin(broker)
+        try:
+            for _ in range(rounds):
+                created = create(a, [NewTopic(name, num_partitions=2)])
+                if created != {name: None}:
+                    failures.append(("create", name, created))
+                if produce(broker, name, [b"x"], partition=1) != [None]:
+                    failures.append(("produce", name))
+                fs = a.delete_topics([name], request_timeout=TIMEOUT_S)
+                if error_code(fs[name]) is not None:
+                    failures.append(("delete", name))
+        except Exception as e:  # noqa: BLE001 - reported below with the thread's topic
+            failures.append(("exception", name, repr(e)))
+
+    threads = [threading.Thread(target=churn, args=(f"churn{i}", 5)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+
+    a = admin(broker)
+    assert not any(n.startswith("churn") for n in topic_names(a))
+    assert not any(n.startswith("churn") for n in os.listdir(broker.data_dir))
+    assert create(a, [NewTopic("churn0", num_partitions=2)]) == {"churn0": None}
+    c = consumer(broker)
+    try:
+        for partition in (0, 1):
+            tp = TopicPartition("churn0", partition)
+            assert c.get_watermark_offsets(tp, timeout=TIMEOUT_S) == (0, 0)
+    finally:
+        c.close()
