@@ -335,3 +335,74 @@ fn an_unreachable_broker_is_a_connect_error() {
         Ok(_) => panic!("resolved an invalid name"),
     }
 }
+
+#[test]
+fn fetch_names_topics_by_id_when_it_can_and_by_name_otherwise() {
+    use sluice_client::{FetchOptions, TopicRef};
+    use sluice_protocol::messages::fetch_response::{
+        FetchResponse, FetchableTopicResponse, PartitionData,
+    };
+    use sluice_protocol::Uuid;
+
+    let mut builder = sluice_client::BatchBuilder::new(sluice_client::Codec::Lz4).base_offset(40);
+    builder.append(7, Some(b"k"), Some(b"v40"), &[]).unwrap();
+    builder.append(8, Some(b"k"), Some(b"v41"), &[]).unwrap();
+    let batch = builder.build().unwrap();
+    let (addr, seen) = scripted(move |r| match r {
+        Ok((_, Request::ApiVersions(_))) => Answer::Respond(versions(&[
+            (ApiKey::ApiVersions, 0, 4),
+            (ApiKey::Fetch, 4, 17),
+        ])),
+        Ok((_, Request::Fetch(req))) => {
+            let topic = &req.topics[0];
+            // Echo how the topic was named, so the client must match on the same key.
+            Answer::Respond(Response::Fetch(FetchResponse {
+                responses: vec![FetchableTopicResponse {
+                    topic: topic.topic.clone(),
+                    topic_id: topic.topic_id,
+                    partitions: vec![PartitionData {
+                        partition_index: topic.partitions[0].partition,
+                        high_watermark: 42,
+                        log_start_offset: 0,
+                        records: Some(batch.clone()),
+                        ..PartitionData::default()
+                    }],
+                    ..FetchableTopicResponse::default()
+                }],
+                ..FetchResponse::default()
+            }))
+        }
+        _ => Answer::Hangup,
+    });
+    let mut client = Client::connect(&addr, config()).unwrap();
+    let options = FetchOptions {
+        max_wait_ms: 0,
+        ..FetchOptions::default()
+    };
+    let by_name = TopicRef {
+        name: "t".into(),
+        id: Uuid::ZERO,
+    };
+    let got = client.fetch(&by_name, &[(3, 41)], options).unwrap();
+    assert_eq!(got[0].partition, 3);
+    assert_eq!(got[0].high_watermark, 42);
+    assert_eq!(got[0].next_offset, 42);
+    let values: Vec<_> = got[0].records.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, vec![Some(Bytes::from_static(b"v41"))]);
+
+    let by_id = TopicRef {
+        name: "t".into(),
+        id: Uuid([7; 16]),
+    };
+    let got = client.fetch(&by_id, &[(3, 40)], options).unwrap();
+    assert_eq!(got[0].records.len(), 2);
+    let versions_sent: Vec<(i16, i16)> = seen.try_iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(
+        versions_sent,
+        vec![
+            (18, 3),
+            (ApiKey::Fetch as i16, 12),
+            (ApiKey::Fetch as i16, 17)
+        ]
+    );
+}
