@@ -48,6 +48,13 @@ fn benches(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("decode_{label}"));
         group.throughput(Throughput::Bytes(raw_bytes));
+        // Baselines measured in the same run, so results can be read as ratios on a shared
+        // machine: copying the uncompressed batch, and the CRC-32C every batch gets anyway.
+        let plain = build(Codec::None, records, &values);
+        group.bench_function("baseline_copy", |b| b.iter(|| plain.to_vec()));
+        group.bench_function("baseline_crc32c", |b| {
+            b.iter(|| crc32c::crc32c(&plain[21..]))
+        });
         for codec in Codec::ALL {
             let batch = build(codec, records, &values);
             let attributes = i16::from_be_bytes([batch[21], batch[22]]);

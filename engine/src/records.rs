@@ -514,6 +514,14 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned LEB128 value of at most `max_bytes` bytes.
     fn unsigned(&mut self, field: Field, max_bytes: usize) -> Result<u64, RecordsError> {
+        // Most fields of most records (attributes aside: deltas, small lengths, header counts)
+        // fit in one byte.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b & 0x80 == 0 {
+                self.buf = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(max_bytes) {
             value |= u64::from(b & 0x7f) << (7 * i);
