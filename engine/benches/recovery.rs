@@ -1,10 +1,11 @@
 //! Start-up (recovery) time after a crash for a small and a large store: the partition is
-//! filled, dropped without a clean close (its active segment keeps its sector padding, as after
-//! SIGKILL), then reopened on a fresh executor and timed.
+//! filled and flushed, then an unflushed tail is appended and the partition is dropped without a
+//! clean close (as after SIGKILL), then reopened on a fresh executor and timed.
 //!
 //! `cargo bench -p sluice-engine --bench recovery` (env `SLUICE_RECOVERY_SMALL_MB` default 100,
 //! `SLUICE_RECOVERY_LARGE_MB` default 2048 — set 10240 for the 10 GB figure,
-//! `SLUICE_RECOVERY_SEGMENT_MB` default 1024, `SLUICE_BENCH_DIR`). Without `--bench` it runs a
+//! `SLUICE_RECOVERY_SEGMENT_MB` default 1024, `SLUICE_RECOVERY_UNFLUSHED_MB` default 16,
+//! `SLUICE_BENCH_DIR`). Without `--bench` it runs a
 //! tiny test mode. Prints a line per store and a JSON line.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
 
@@ -22,6 +23,7 @@ use sluice_engine::types::TopicPartition;
 #[derive(Debug, Clone, Copy)]
 pub struct StoreResult {
     pub store_bytes: u64,
+    pub scanned_bytes: u64,
     pub segments: usize,
     pub last_segment_bytes: u64,
     pub open_ms: f64,
@@ -33,8 +35,8 @@ fn cfg(segment_bytes: u64) -> Arc<LogConfig> {
     )
 }
 
-/// Fills a store of `bytes` in `root`, "crashes", and times the reopen.
-pub fn measure(root: &Path, bytes: u64, segment_bytes: u64) -> StoreResult {
+/// Fills a store of `bytes` plus `unflushed_bytes` in `root`, "crashes", and times the reopen.
+pub fn measure(root: &Path, bytes: u64, unflushed_bytes: u64, segment_bytes: u64) -> StoreResult {
     let root = root.to_path_buf();
     let tp = TopicPartition::new("recovery", 0);
     let (r1, t1) = (root.clone(), tp.clone());
@@ -55,7 +57,13 @@ pub fn measure(root: &Path, bytes: u64, segment_bytes: u64) -> StoreResult {
             written += size as u64;
         }
         p.flush().await.unwrap();
-        // Dropped without close: the crash case.
+        // Then an unflushed tail, written but never synced, and the partition is dropped without
+        // a close: the state SIGKILL leaves behind. Recovery scans exactly this tail.
+        let mut tail = 0u64;
+        while tail < unflushed_bytes {
+            p.append(batch.clone(), Durability::Written).await.unwrap();
+            tail += size as u64;
+        }
     });
     let r2 = root.clone();
     let out = std::rc::Rc::new(std::cell::Cell::new(None));
@@ -69,9 +77,12 @@ pub fn measure(root: &Path, bytes: u64, segment_bytes: u64) -> StoreResult {
         let open_ms = t0.elapsed().as_secs_f64() * 1e3;
         let segments = p.segment_count();
         let store = p.size_bytes();
-        let last = p.open_report().tail.end.0;
+        let tail = p.open_report().tail;
+        let last = tail.end.0;
+        let scanned = tail.end.0 + tail.truncated_bytes - tail.scanned_from.0;
         o2.set(Some(StoreResult {
             store_bytes: store,
+            scanned_bytes: scanned,
             segments,
             last_segment_bytes: last,
             open_ms,
@@ -91,14 +102,15 @@ fn main() {
             .unwrap_or(d)
             << 20
     };
-    let (small, large, seg) = if full {
+    let (small, large, seg, unflushed) = if full {
         (
             env_mb("SLUICE_RECOVERY_SMALL_MB", 100),
             env_mb("SLUICE_RECOVERY_LARGE_MB", 2048),
             env_mb("SLUICE_RECOVERY_SEGMENT_MB", 1024),
+            env_mb("SLUICE_RECOVERY_UNFLUSHED_MB", 16),
         )
     } else {
-        (1 << 20, 8 << 20, 1 << 20)
+        (1 << 20, 8 << 20, 1 << 20, 256 << 10)
     };
     let mut results = Vec::new();
     for bytes in [small, large] {
@@ -106,16 +118,16 @@ fn main() {
             Ok(d) => tempfile::tempdir_in(d).unwrap(),
             Err(_) => tempfile::tempdir().unwrap(),
         };
-        let r = measure(dir.path(), bytes, seg);
+        let r = measure(dir.path(), bytes, unflushed, seg);
         println!(
-            "store {:>12} B in {:>4} segments (last {:>11} B): reopen after crash {:>9.2} ms",
-            r.store_bytes, r.segments, r.last_segment_bytes, r.open_ms
+            "store {:>12} B in {:>4} segments (last {:>11} B, unflushed tail scanned {:>9} B): reopen after crash {:>9.2} ms",
+            r.store_bytes, r.segments, r.last_segment_bytes, r.scanned_bytes, r.open_ms
         );
         results.push(r);
     }
     let cases: Vec<_> = results
         .iter()
-        .map(|r| serde_json::json!({"store_bytes": r.store_bytes, "segments": r.segments, "last_segment_bytes": r.last_segment_bytes, "open_ms": r.open_ms}))
+        .map(|r| serde_json::json!({"store_bytes": r.store_bytes, "scanned_bytes": r.scanned_bytes, "segments": r.segments, "last_segment_bytes": r.last_segment_bytes, "open_ms": r.open_ms}))
         .collect();
     println!(
         "{}",

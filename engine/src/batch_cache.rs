@@ -38,6 +38,7 @@ impl CachedBatch {
     }
 }
 
+/// The batch cache of one shard. Owned by that shard; never crosses cores.
 pub struct BatchCache {
     max_bytes: usize,
     st: RefCell<CacheState>,

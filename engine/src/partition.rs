@@ -399,6 +399,7 @@ impl Partition {
             }
             st.next_offset = next;
             st.unflushed_records += next.0 - base.0;
+            inner.check_invariants(&st);
             let info = AppendInfo {
                 base_offset: base,
                 last_offset: Offset(next.0 - 1),

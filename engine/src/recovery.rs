@@ -240,27 +240,22 @@ pub async fn recover_last_segment(
     })
 }
 
-/// Cheap start-up check of a closed segment whose successor starts at `next_base`: loads its
-/// indexes if they are sound (else leaves them to be rebuilt lazily), then validates the
-/// batches from the last index entry to the end and checks that they end at `next_base`.
+/// Cheap start-up check of a closed segment whose successor starts at `next_base`: reads the last
+/// entry of its index (the full indexes are loaded, or rebuilt if unusable, lazily on first use),
+/// then validates the batches from that entry to the end and checks that they end at
+/// `next_base`. The work per closed segment is a few small reads, whatever its size.
 pub async fn check_closed_segment(
     seg: &Segment,
     next_base: Offset,
     interval_bytes: u32,
 ) -> Result<()> {
     seg.meta.borrow_mut().next_offset = next_base;
-    if seg.ensure_indexes_if_sound().await.is_err() {
-        // Index unusable: rebuilt on first use; nothing cheap left to check.
-        return Ok(());
-    }
     let _ = interval_bytes;
-    let (start, expect) = {
-        let m = seg.meta.borrow();
-        match m.index.as_ref().and_then(|ix| ix.last(seg.base())) {
-            Some((off, pos)) => (pos.0, off),
-            None => (0, seg.base()),
-        }
+    let Some((expect, start)) = seg.last_index_entries().await else {
+        // Index missing or unusable: rebuilt on first use; nothing cheap left to check.
+        return Ok(());
     };
+    let start = start.0;
     let readable = seg.readable();
     let mut scanner = Scanner::new(seg.file(), start, readable, SCAN_CHUNK_BYTES);
     let mut next = expect;

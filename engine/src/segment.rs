@@ -16,7 +16,7 @@ use crate::batch::BatchHeader;
 use crate::error::{Error, Result};
 use crate::index::{IndexDefect, OffsetIndex, TimeIndex};
 use crate::io::{AnyFile, IoBackend, LogFile};
-use crate::limits::SCAN_CHUNK_BYTES;
+use crate::limits::{OFFSET_INDEX_ENTRY_BYTES, SCAN_CHUNK_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment_reader::{ScanItem, Scanner};
 use crate::types::{FilePos, Offset};
 
@@ -54,6 +54,8 @@ pub struct SegmentMeta {
     pub bytes_since_index: u64,
 }
 
+/// One segment: its `.log` file and what is known about it. Owned by the partition's home shard;
+/// never crosses cores.
 pub struct Segment {
     base: Offset,
     dir: PathBuf,
@@ -160,6 +162,33 @@ impl Segment {
                 self.rebuild_indexes(interval_bytes).await
             }
         }
+    }
+
+    /// Reads only the last entry of each persisted index (a few bytes, whatever the segment
+    /// size), for the start-up check of a closed segment: the last offset-index entry, if it
+    /// points inside the log, and the newest timestamp, which is recorded in the segment's facts.
+    /// The full indexes are loaded lazily on first use.
+    pub async fn last_index_entries(&self) -> Option<(Offset, FilePos)> {
+        let (readable, next) = {
+            let m = self.meta.borrow();
+            (m.readable, m.next_offset)
+        };
+        let ix = read_file_tail(&self.index_path(), OFFSET_INDEX_ENTRY_BYTES).await?;
+        let rel = u32::from_be_bytes([ix[0], ix[1], ix[2], ix[3]]);
+        let pos = u32::from_be_bytes([ix[4], ix[5], ix[6], ix[7]]);
+        if u64::from(pos) >= readable || self.base.0 + i64::from(rel) >= next.0 {
+            return None;
+        }
+        if let Some(t) = read_file_tail(&self.time_index_path(), TIME_INDEX_ENTRY_BYTES).await {
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&t[..8]);
+            let trel = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+            if self.base.0 + i64::from(trel) < next.0 {
+                self.meta.borrow_mut().max_timestamp =
+                    Some((i64::from_be_bytes(ts), self.base.plus(i64::from(trel))));
+            }
+        }
+        Some((self.base.plus(i64::from(rel)), FilePos(u64::from(pos))))
     }
 
     /// Loads the persisted indexes if they pass the cheap checks; reports the defect otherwise
@@ -310,6 +339,23 @@ async fn write_whole_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
     f.close()
         .await
         .map_err(|e| Error::io("close index", path, e.into()))
+}
+
+/// The last `n` bytes of a file whose length is a non-zero multiple of `n`.
+async fn read_file_tail(path: &Path, n: usize) -> Option<Vec<u8>> {
+    let f = BufferedFile::open(path).await.ok()?;
+    let len = f.file_size().await.ok()?;
+    let out = if len == 0 || len % n as u64 != 0 {
+        None
+    } else {
+        f.read_at(len - n as u64, n)
+            .await
+            .ok()
+            .filter(|r| r.len() == n)
+            .map(|r| r.to_vec())
+    };
+    let _ = f.close().await;
+    out
 }
 
 async fn read_whole_file(path: &Path) -> std::result::Result<Vec<u8>, IndexDefect> {

@@ -24,6 +24,7 @@ use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX};
 use crate::segment::Segment;
 use crate::types::Offset;
 
+/// The writer of the active segment. Owned by the partition's home shard; never crosses cores.
 pub struct SegmentWriter {
     seg: Rc<Segment>,
     st: RefCell<WriterState>,

@@ -28,7 +28,12 @@ fn append_throughput_runs_in_test_mode() {
 #[test]
 fn recovery_bench_runs_in_test_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let r = recovery::measure(dir.path(), 3 << 20, 1 << 20);
+    let r = recovery::measure(dir.path(), 3 << 20, 512 << 10, 1 << 20);
     assert!(r.segments >= 3, "{r:?}");
+    // Only the unflushed tail is scanned, not the store.
+    assert!(
+        r.scanned_bytes >= 512 << 10 && r.scanned_bytes < 2 << 20,
+        "{r:?}"
+    );
     assert!(r.store_bytes >= 3 << 20);
 }
