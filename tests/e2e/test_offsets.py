@@ -195,3 +195,30 @@ def test_kafka_python_reads_what_it_wrote_by_offset(broker):
     got = kp_consume(broker, "kpo", 12)
     assert [m.offset for m in got] == list(range(12))
     assert [m.timestamp for m in got] == [BASE_TS + 1000 * i for i in range(12)]
+
+
+def test_admin_list_offsets_max_timestamp_finds_the_exact_record(broker):
+    from confluent_kafka.admin import OffsetSpec
+
+    create_topic(broker, "maxts")
+    # The newest timestamp sits in the middle of a batch, not at its end.
+    stamps = [BASE_TS + d for d in (5, 1, 9_000, 3, 2)]
+    ck_produce(broker, "maxts", [record(None, f"{i}".encode(), timestamp=t)
+                                 for i, t in enumerate(stamps)], **{"linger.ms": 100})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    tp = TopicPartition("maxts", 0)
+    specs = {
+        "max": OffsetSpec.max_timestamp(),
+        "earliest": OffsetSpec.earliest(),
+        "latest": OffsetSpec.latest(),
+        "by_ts": OffsetSpec.for_timestamp(BASE_TS + 4),
+    }
+    got = {}
+    for name, spec in specs.items():
+        result = admin.list_offsets({tp: spec})[tp].result(timeout=TIMEOUT_S)
+        got[name] = (result.offset, result.timestamp)
+    assert got["max"] == (2, BASE_TS + 9_000)
+    assert got["earliest"][0] == 0
+    assert got["latest"][0] == 5
+    # The first record at or after the time, in offset order: offset 0 (BASE_TS + 5).
+    assert got["by_ts"] == (0, BASE_TS + 5)

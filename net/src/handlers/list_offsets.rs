@@ -117,10 +117,13 @@ async fn lookup(p: &Partition, timestamp: i64) -> Found {
             if target == EARLIEST_TIMESTAMP || target == LATEST_TIMESTAMP {
                 return (errors::NONE, offset.0, -1);
             }
+            // The engine names the batch's last offset for the max timestamp, and the first
+            // batch at or after a time by its base offset (clamped to the log start): the
+            // former is searched from the batch's start, the latter from the offset given.
             let exact = if target == MAX_TIMESTAMP {
-                exact_record(p, offset, |t| t == ts).await
+                exact_record(p, offset, false, |t| t == ts).await
             } else {
-                exact_record(p, offset, |t| t >= target).await
+                exact_record(p, offset, true, |t| t >= target).await
             };
             let (offset, ts) = exact.unwrap_or((offset.0, ts));
             (errors::NONE, offset, ts)
@@ -129,14 +132,15 @@ async fn lookup(p: &Partition, timestamp: i64) -> Found {
     }
 }
 
-/// The first record at or after `offset`, within the batch holding `offset`, whose timestamp
-/// satisfies `wanted`: its offset and timestamp. `None` when the batch cannot be read or no
+/// The first record of the batch holding `offset` (at or after `offset` when `from_offset`)
+/// whose timestamp satisfies `wanted`: its offset and timestamp. `None` when the batch cannot be read or no
 /// record qualifies (the caller then keeps the batch-level answer).
 ///
 /// Runs on the partition's home shard.
 async fn exact_record(
     p: &Partition,
     offset: Offset,
+    from_offset: bool,
     wanted: impl Fn(i64) -> bool,
 ) -> Option<(i64, i64)> {
     let read = p.read(offset, 1).await.ok()?;
@@ -148,7 +152,12 @@ async fn exact_record(
     if log_append {
         // Every record of a LogAppendTime batch carries the batch's time.
         let t = view.max_timestamp();
-        return wanted(t).then_some((offset.0.max(view.base_offset().0), t));
+        let first = if from_offset {
+            offset.0.max(view.base_offset().0)
+        } else {
+            view.base_offset().0.max(p.log_start_offset().0)
+        };
+        return wanted(t).then_some((first, t));
     }
     let decoded = decode_records(
         view.attributes(),
@@ -160,7 +169,7 @@ async fn exact_record(
     for record in RecordIter::new(decoded.bytes(), view.record_count()) {
         let record = record.ok()?;
         let at = view.base_offset().0 + i64::from(record.offset_delta);
-        if at < offset.0 {
+        if (from_offset && at < offset.0) || at < p.log_start_offset().0 {
             continue;
         }
         let t = record.timestamp(view.base_timestamp())?;
