@@ -89,19 +89,29 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let mut line_number: u64 = 0;
     let mut next_unkeyed_partition: i32 = 0;
     let mut builders: BTreeMap<i32, BatchBuilder> = BTreeMap::new();
-    // Each turn: block for one line, then take whatever else is already waiting.
+    // Each turn: block for one line, then take whatever else is already waiting. A line that
+    // cannot be used ends the command, but only after the lines before it have been sent.
     while let Ok(first) = rx.recv() {
         let mut pending_bytes = 0usize;
         let mut next = Some(first);
+        let mut failure = None;
         while let Some(line) = next.take() {
-            let line = line.context("cannot read stdin")?;
             line_number += 1;
-            let record = split_line(
-                &line,
-                args.key_separator.as_deref(),
-                args.null_marker.as_deref(),
-            )
-            .with_context(|| format!("line {line_number}"))?;
+            let record = line.context("cannot read stdin").and_then(|line| {
+                split_line(
+                    &line,
+                    args.key_separator.as_deref(),
+                    args.null_marker.as_deref(),
+                )
+                .with_context(|| format!("line {line_number}"))
+            });
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
             let partition = match (args.partition, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, partitions),
@@ -130,6 +140,9 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         }
         client.produce(&args.topic, batches, args.acks, args.timeout_ms)?;
         next_unkeyed_partition = (next_unkeyed_partition + 1) % partitions.max(1);
+        if let Some(e) = failure {
+            return Err(e);
+        }
     }
     Ok(())
 }

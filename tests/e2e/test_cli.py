@@ -241,6 +241,8 @@ def test_produce_rejects_a_line_without_the_key_separator(broker):
                   check=False)
     assert proc.returncode == 1
     assert b"line 2" in proc.stderr and b"no key separator" in proc.stderr
+    # The line before the bad one was still sent.
+    assert [(m.key(), m.value()) for m in ck_messages(broker, "strict", 1)] == [(b"a", b"1")]
 
 
 def test_sluice_consume_prints_what_confluent_kafka_produced(broker):
