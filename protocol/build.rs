@@ -5,7 +5,9 @@
 //!   `encoded_size` and `min_size`;
 //! - `api.rs`: the `ApiKey` enum with its version table and the `Request`/`Response` enums;
 //! - `oracle_glue.rs`: random value generators and per-message round-trip hooks used only by
-//!   `tests/oracle_roundtrip.rs` (it is not compiled into the library).
+//!   `tests/oracle_roundtrip.rs` (it is not compiled into the library);
+//! - `struct_sizes.rs`: every struct's in-memory size and minimum wire size per version, used
+//!   by `tests/hostile_frames.rs` to bound the decoder's memory amplification.
 //!
 //! The build needs nothing outside this crate: Kafka's JSON specs are not read here.
 
@@ -78,6 +80,7 @@ fn run() -> Result<(), String> {
     write("messages.rs", &code)?;
     write("api.rs", &api)?;
     write("oracle_glue.rs", &glue)?;
+    write("struct_sizes.rs", &gen_struct_sizes(&messages)?)?;
     Ok(())
 }
 
@@ -89,6 +92,8 @@ struct StructGen<'a> {
     name: String,
     fields: &'a [FieldDef],
     top: bool,
+    /// Versions in which the struct can appear on the wire.
+    versions: Versions,
 }
 
 fn collect_structs<'a>(m: &'a MessageDef) -> Result<Vec<StructGen<'a>>, String> {
@@ -96,9 +101,11 @@ fn collect_structs<'a>(m: &'a MessageDef) -> Result<Vec<StructGen<'a>>, String> 
         name: m.name.clone(),
         fields: &m.fields,
         top: true,
+        versions: m.versions,
     }];
     fn walk<'a>(
         fields: &'a [FieldDef],
+        within: Versions,
         out: &mut Vec<StructGen<'a>>,
         m: &MessageDef,
     ) -> Result<(), String> {
@@ -108,25 +115,53 @@ fn collect_structs<'a>(m: &'a MessageDef) -> Result<Vec<StructGen<'a>>, String> 
                 if out.iter().any(|s| s.name == name) {
                     return Err(format!("{}: struct {name} defined twice", m.name));
                 }
+                let versions = within.and(&f.versions);
                 out.push(StructGen {
                     name,
                     fields: &f.fields,
                     top: false,
+                    versions,
                 });
-                walk(&f.fields, out, m)?;
+                walk(&f.fields, versions, out, m)?;
             }
         }
         Ok(())
     }
-    walk(&m.fields, &mut out, m)?;
+    walk(&m.fields, m.versions, &mut out, m)?;
     for c in &m.commons {
         let CommonDef { name, fields, .. } = c;
+        // A common struct appears wherever a field of its type exists (a conservative union).
+        let mut used = Versions::NONE;
+        let mut note = |f: &FieldDef| {
+            if elem_type(&f.ty) == name.as_str() && !f.versions.is_empty() {
+                used = if used.is_empty() {
+                    f.versions
+                } else {
+                    Versions {
+                        min: used.min.min(f.versions.min),
+                        max: used.max.max(f.versions.max),
+                    }
+                };
+            }
+        };
+        fn visit(fields: &[FieldDef], note: &mut dyn FnMut(&FieldDef)) {
+            for f in fields {
+                note(f);
+                visit(&f.fields, note);
+            }
+        }
+        visit(&m.fields, &mut note);
+        for other in &m.commons {
+            visit(&other.fields, &mut note);
+        }
+        let versions = m.versions.and(&used);
         out.push(StructGen {
             name: name.clone(),
             fields,
             top: false,
+            versions,
         });
-        walk(fields, &mut out, m)?;
+        walk(fields, versions, &mut out, m)?;
     }
     Ok(out)
 }
@@ -967,6 +1002,27 @@ fn gen_glue_struct(m: &MessageDef, s: &StructGen<'_>, glue: &mut String) {
         );
     }
     let _ = writeln!(glue, "    this\n}}\n");
+}
+
+/// `struct_sizes()`: (struct path, version, in-memory bytes, minimum wire bytes) for every
+/// nested struct at every version in which it can appear.
+fn gen_struct_sizes(messages: &[MessageDef]) -> Result<String, String> {
+    let mut out = String::from("/// (struct, version, size_of, min_size) for every struct and version.\npub fn struct_sizes() -> Vec<(&'static str, i16, usize, usize)> {\n    let mut v = Vec::new();\n");
+    for m in messages {
+        // Top-level messages are never array elements (and may be empty, like ApiVersions v0).
+        for s in collect_structs(m)?.into_iter().filter(|s| !s.top) {
+            let path = format!("sluice_protocol::messages::{}::{}", m.module, s.name);
+            let _ = writeln!(
+                out,
+                "    for version in {}..={} {{ v.push(({:?}, version, std::mem::size_of::<{path}>(), {path}::min_size(version))); }}",
+                s.versions.min,
+                s.versions.max,
+                format!("{}.{}", m.name, s.name)
+            );
+        }
+    }
+    out.push_str("    v\n}\n");
+    Ok(out)
 }
 
 fn gen_cases(messages: &[MessageDef], glue: &mut String) {

@@ -124,6 +124,38 @@ fn body_error(
     }
 }
 
+mod sizes {
+    include!(concat!(env!("OUT_DIR"), "/struct_sizes.rs"));
+}
+
+/// The decoder admits an array of N elements only if N times the element's minimum wire size
+/// remains, so the memory an array can cost per input byte is at most size_of(element) /
+/// min_size(element). This bounds that ratio for every struct of every message at every
+/// version (element allocations are charged to the element's own bytes, so nesting does not
+/// compound it). Primitive and string elements are at most 24 bytes (a `String`) per byte.
+#[test]
+fn every_struct_has_bounded_memory_per_wire_byte() {
+    let mut worst = ("", 0, 0, 1);
+    for (name, version, in_memory, min_wire) in sizes::struct_sizes() {
+        assert!(
+            min_wire >= 1 || in_memory == 0,
+            "{name} v{version} has a zero minimum size"
+        );
+        let min_wire = min_wire.max(1);
+        if in_memory * worst.3 > worst.2 * min_wire {
+            worst = (name, version, in_memory, min_wire);
+        }
+    }
+    let (name, version, in_memory, min_wire) = worst;
+    println!(
+        "worst struct: {name} v{version}: {in_memory} bytes in memory per {min_wire} wire bytes"
+    );
+    assert!(
+        in_memory <= 64 * min_wire,
+        "{name} v{version}: {in_memory} bytes per {min_wire} wire bytes"
+    );
+}
+
 #[test]
 fn huge_array_counts_are_rejected_before_allocating() {
     // Classic (v3) Produce: i32::MAX topics in a few bytes.
