@@ -268,16 +268,11 @@ pub fn compress_into(
             if !zstd::compression_level_range().contains(&level) {
                 return Err(CompressionError::InvalidLevel { codec, level });
             }
-            let to_io = |source| CompressionError::Compress { codec, source };
-            let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(to_io)?;
-            // Declaring the size lets the encoder shrink its window to the data and record the
-            // content size, which helps decoders size their buffers.
-            encoder
-                .set_pledged_src_size(Some(input.len() as u64))
-                .map_err(to_io)?;
-            encoder.include_contentsize(true).map_err(to_io)?;
-            encoder.write_all(input).map_err(to_io)?;
-            encoder.finish().map(|_| ()).map_err(to_io)
+            ZSTD_CCTX.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut cctx) => compress_zstd(&mut cctx, input, level, out),
+                // Only reachable if a compression re-entered this one; use a fresh context.
+                Err(_) => compress_zstd(&mut zstd::zstd_safe::CCtx::create(), input, level, out),
+            })
         }
     }
 }
@@ -327,6 +322,48 @@ thread_local! {
     /// each use starts a fresh session.
     static ZSTD_DCTX: RefCell<zstd::zstd_safe::DCtx<'static>> =
         RefCell::new(zstd::zstd_safe::DCtx::create());
+
+    /// Likewise one zstd compression context per thread, for recompression and the builder.
+    static ZSTD_CCTX: RefCell<zstd::zstd_safe::CCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::CCtx::create());
+}
+
+/// Compresses `input` as one zstd frame appended to `out`, declaring the content size (which
+/// also lets the encoder shrink its window to the data).
+fn compress_zstd(
+    cctx: &mut zstd::zstd_safe::CCtx<'static>,
+    input: &[u8],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
+    use zstd::zstd_safe::{get_error_name, CParameter, InBuffer, OutBuffer};
+    let codec = Codec::Zstd;
+    let zstd_error = |code: usize| CompressionError::Compress {
+        codec,
+        source: io::Error::other(get_error_name(code)),
+    };
+    cctx.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
+        .map_err(zstd_error)?;
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(zstd_error)?;
+    cctx.set_pledged_src_size(Some(input.len() as u64))
+        .map_err(zstd_error)?;
+    out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+    let mut source = InBuffer::around(input);
+    loop {
+        let start = out.len();
+        let remaining = {
+            let mut sink = OutBuffer::around_pos(out, start);
+            cctx.compress_stream2(&mut sink, &mut source, ZSTD_EndDirective::ZSTD_e_end)
+                .map_err(zstd_error)?
+        };
+        if remaining == 0 {
+            return Ok(());
+        }
+        // The bound makes this unreachable in practice; keep going with more room if not.
+        out.reserve(remaining.max(4096));
+    }
 }
 
 /// Streams zstd frames (any number, with or without content sizes) into a buffer that grows
@@ -706,6 +743,17 @@ mod tests {
             assert!(packed.len() <= compress_bound(codec, data.len()), "{codec}");
             let unpacked = decompress(codec, &packed, data.len()).unwrap();
             assert_eq!(unpacked, data, "{codec}");
+        }
+        // Our zstd frames declare their content size.
+        let packed = compress(Codec::Zstd, &data, Some(1)).unwrap();
+        let declared = zstd::zstd_safe::get_frame_content_size(&packed).unwrap();
+        assert_eq!(declared, Some(data.len() as u64));
+        for (codec, level) in [(Codec::Gzip, 10), (Codec::Gzip, -1), (Codec::Zstd, 23)] {
+            let err = compress(codec, &data, Some(level)).unwrap_err();
+            assert!(
+                matches!(err, CompressionError::InvalidLevel { .. }),
+                "{codec} {level}"
+            );
         }
     }
 
