@@ -4,6 +4,7 @@ their refusals, a change taking effect on the data path, and configs surviving k
 """
 
 import pytest
+import os
 import time
 
 from confluent_kafka import (
@@ -141,6 +142,16 @@ def test_broker_resource_lists_the_brokers_settings(broker):
     assert configs["broker.id"].value == "1"
     assert source(configs["broker.id"]) == ConfigSource.STATIC_BROKER_CONFIG
     assert all(e.is_read_only for e in configs.values())
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10000)
+    try:
+        described = kp.describe_configs(
+            [KpConfigResource(KpConfigResourceType.BROKER, "1")], config_filter="all"
+        )
+    finally:
+        kp.close()
+    broker_configs = described["broker"]["1"]
+    assert broker_configs["num.partitions"]["value"] == "1"
+    assert broker_configs["log.dirs"]["value"] == os.path.realpath(broker.data_dir)
 
 
 def test_incremental_set_delete_append_subtract(broker):
