@@ -5,7 +5,9 @@ their refusals, a change taking effect on the data path, and configs surviving k
 
 import pytest
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
@@ -26,6 +28,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from kafka import KafkaAdminClient
+from conftest import Broker, free_port
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType as KpConfigResourceType
 
@@ -283,3 +286,50 @@ def test_configs_survive_kill9_and_restart(broker):
     assert source(configs["cleanup.policy"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
     assert configs["max.message.bytes"].value == "65536"
     assert source(configs["retention.ms"]) == ConfigSource.DEFAULT_CONFIG
+
+
+def test_altered_segment_and_retention_settings_drive_the_engine():
+    # The topic starts with Kafka's defaults (1 GiB segments, 7 days); only the altered
+    # segment.bytes can make the log roll and only the altered retention.bytes can delete,
+    # so a moving log start proves both reached the open partition.
+    with tempfile.TemporaryDirectory(prefix="sluice-cfg-") as tmp:
+        b = Broker(Path(tmp) / "data", free_port(), ["--log-retention-check-interval-ms", "200"])
+        b.start()
+        try:
+            a = admin(b)
+            make_topic(a, "rolling")
+
+            def produce_kib(n):
+                p = Producer(
+                    {"bootstrap.servers": b.bootstrap, "linger.ms": 0, "batch.num.messages": 1}
+                )
+                for i in range(n):
+                    p.produce("rolling", b"%08d" % i + b"x" * 1016, partition=0)
+                    p.poll(0)
+                assert p.flush(TIMEOUT_S) == 0
+
+            def low_watermark():
+                c = consumer(b)
+                try:
+                    return c.get_watermark_offsets(
+                        TopicPartition("rolling", 0), timeout=TIMEOUT_S
+                    )
+                finally:
+                    c.close()
+
+            produce_kib(40)
+            time.sleep(0.6)  # three retention checks under the defaults delete nothing
+            assert low_watermark() == (0, 40)
+
+            changes = [("segment.bytes", SET, "8192"), ("retention.bytes", SET, "16384")]
+            assert incremental(a, "rolling", changes) is None
+            produce_kib(60)
+            deadline = time.time() + TIMEOUT_S
+            low, high = low_watermark()
+            while low < 40 and time.time() < deadline:
+                time.sleep(0.2)
+                low, high = low_watermark()
+            assert high == 100
+            assert 40 <= low < 100, (low, high)
+        finally:
+            b.stop()
