@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Producer
 
-from datapath import ck_consume, create_topic
+from datapath import ck_consume, ck_produce, create_topic, record
 
 
 def test_acks_all_survives_kill9(broker):
@@ -61,3 +61,27 @@ def test_acks_all_survives_kill9(broker):
         # Values are unique: nothing acknowledged was written twice.
         values = [m.value() for m in got]
         assert len(values) == len(set(values))
+
+
+def test_a_corrupt_partition_goes_offline_and_the_rest_keeps_working(broker):
+    from test_datapath_wire import produce_v3
+
+    create_topic(broker, "fragile", partitions=2, config={"segment.bytes": "8192"})
+    for p in (0, 1):
+        ck_produce(broker, "fragile",
+                   [record(None, b"x" * 500, partition=p) for _ in range(60)],
+                   **{"linger.ms": 0, "batch.num.messages": 1})
+    broker.stop()
+    segments = sorted((broker.data_dir / "fragile-0").glob("*.log"))
+    assert len(segments) >= 3, segments
+    # Flip a byte inside the last batch of the first (closed) segment: its CRC no longer
+    # matches, which recovery must not repair.
+    data = bytearray(segments[0].read_bytes())
+    data[-100] ^= 0xFF
+    segments[0].write_bytes(bytes(data))
+    broker.start()
+    # KAFKA_STORAGE_ERROR (56) for the damaged partition only.
+    assert produce_v3(broker, 1, "fragile", 0, b"x")[1] == 56
+    got = ck_consume(broker, "fragile", 60, partitions=(1,))
+    assert [m.offset() for m in got] == list(range(60))
+    ck_produce(broker, "fragile", [record(None, b"still", partition=1)])
