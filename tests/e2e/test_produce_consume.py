@@ -154,6 +154,9 @@ def test_log_append_time_topic_stamps_the_broker_time(broker):
     assert ts_type == 2  # TIMESTAMP_LOG_APPEND_TIME
     assert ts > BASE_TS + 10**9
     assert metas[0].timestamp == ts
+    # kafka-python checks batch CRCs: the rewritten batch carries a correct one.
+    kp = kp_consume(broker, "lat", 1, check_crcs=True)
+    assert (kp[0].timestamp_type, kp[0].timestamp) == (1, ts)
 
 
 def test_topic_compression_type_recompresses(broker):
