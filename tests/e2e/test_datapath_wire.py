@@ -122,3 +122,29 @@ def test_old_message_formats_are_refused(broker):
     assert produce_v3(broker, 1, "oldfmt", 0, message_v1(b"v" * 40))[1] == 43
     # Too short to be a v2 batch at all: CORRUPT_MESSAGE (2).
     assert produce_v3(broker, 1, "oldfmt", 0, message_v1(b"v"))[1] == 2
+
+
+def test_list_offsets_v0_answers_old_style_offsets(broker):
+    create_topic(broker, "lov0")
+    ck_produce(broker, "lov0", [record(None, f"{i}".encode()) for i in range(4)])
+    answers = {}
+    for ts in (-1, -2):
+        body = struct.pack(">i", -1) + struct.pack(">i", 1) + string("lov0")
+        body += struct.pack(">i", 1) + struct.pack(">iqi", 0, ts, 1)
+        r = Reader(call(broker, 2, 0, body))
+        assert r.take(">i") == 1 and r.string() == "lov0" and r.take(">i") == 1
+        partition, error = r.take(">i"), r.take(">h")
+        answers[ts] = (partition, error, [r.take(">q") for _ in range(r.take(">i"))])
+    assert answers == {-1: (0, 0, [4]), -2: (0, 0, [0])}
+
+
+def test_old_client_protocol_versions_round_trip(broker):
+    # kafka-python pinned to Kafka 0.11's protocol: Produce v3, Fetch v5, ListOffsets v2, the
+    # oldest versions this broker serves.
+    from datapath import kp_consume, kp_produce, kp_records
+
+    create_topic(broker, "oldver")
+    sent = [record(f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")], 1_650_000_000_000 + i)
+            for i in range(20)]
+    kp_produce(broker, "oldver", sent, api_version=(0, 11))
+    assert kp_records(kp_consume(broker, "oldver", 20, api_version=(0, 11))) == sent
