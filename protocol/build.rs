@@ -213,6 +213,16 @@ fn nullable_type(f: &FieldDef) -> bool {
     !f.nullable.and(&f.versions).is_empty()
 }
 
+/// Rust condition for a message's valid versions, explicit at both ends (unlike `cond`,
+/// whose field conditions may assume the version is already known to be valid).
+fn valid_versions(v: &Versions) -> String {
+    if v.min == v.max {
+        format!("version == {}", v.min)
+    } else {
+        format!("version >= {} && version <= {}", v.min, v.max)
+    }
+}
+
 /// True when the field is nullable in every version in which it exists.
 fn nullable_everywhere(f: &FieldDef) -> bool {
     f.nullable.min <= f.versions.min && f.nullable.max >= f.versions.max
@@ -695,7 +705,7 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
             let _ = writeln!(
                 out,
                 "            if !({}) {{ return ::core::result::Result::Err(crate::DecodeError::new(crate::DecodeErrorKind::UnsupportedVersion {{ version }}).at({:?})); }}",
-                cond(&m.versions),
+                valid_versions(&m.versions),
                 m.name
             );
         }
@@ -760,7 +770,7 @@ fn gen_message(m: &MessageDef, out: &mut String, glue: &mut String) -> Result<()
             let _ = writeln!(
                 out,
                 "            if !({}) {{ return ::core::result::Result::Err(crate::EncodeError::UnsupportedVersion {{ message: {:?}, version }}); }}",
-                cond(&m.versions),
+                valid_versions(&m.versions),
                 m.name
             );
         }

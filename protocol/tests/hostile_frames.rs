@@ -501,3 +501,30 @@ fn response_decoders_reject_hostile_bodies_too() {
     assert_eq!(err.field, "FetchResponse.FetchableTopicResponse.partitions");
     let _ = Response::decode; // the enum-level decoder is what decode_response uses
 }
+
+#[test]
+fn negative_and_out_of_range_versions_are_unsupported() {
+    use sluice_protocol::{Decoder, EncodeError};
+    for version in [-1, i16::MIN, 12, i16::MAX] {
+        let err = ProduceRequest::decode(&mut Decoder::new(Bytes::from_static(&[0; 64])), version)
+            .unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::UnsupportedVersion { version });
+        assert_eq!(
+            ProduceRequest::default()
+                .encode(&mut Encoder::new(), version)
+                .unwrap_err(),
+            EncodeError::UnsupportedVersion {
+                message: "ProduceRequest",
+                version
+            }
+        );
+    }
+    let r = decode_bounded(Bytes::from_static(&[0, 0, 0xff, 0xff, 0, 0, 0, 4]));
+    assert!(matches!(
+        r,
+        Err(RequestDecodeError::UnsupportedVersion {
+            api: ApiKey::Produce,
+            ..
+        })
+    ));
+}
