@@ -13,9 +13,10 @@
 //! actually produced (snappy's declared length is first checked against what the input could
 //! possibly expand to). Nothing here panics on any input.
 //!
-//! The functions are pure (bytes in, bytes out), hold no state, and run on whichever core
-//! calls them: the connection's shard for produce validation, the partition's home shard for
-//! recompression.
+//! The functions are pure (bytes in, bytes out) and run on whichever core calls them: the
+//! connection's shard for produce validation, the partition's home shard for recompression.
+//! The only state is a zstd compression and decompression context cached per thread (so per
+//! shard), which never crosses cores.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
