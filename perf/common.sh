@@ -9,7 +9,8 @@
 #   fetch          consumers reading 4 partitions that were filled first (the fetch path)
 #   e2e            producers and tailing consumers at full speed (mixed mode)
 # Sizes: DURATION (seconds of load, default 10), BROKER_SHARDS (default 1), BENCH_CPUS
-# (default: the CPU after the broker's), FILL_RECORDS (fetch workload, default 2000000).
+# (default: the CPU after the broker's), FILL_RECORDS (fetch workload, default 2000000),
+# SKIP_BUILD=1 (use the binaries already built).
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,10 +22,13 @@ cores=$(nproc)
 BENCH_CPUS=${BENCH_CPUS:-$(( BROKER_SHARDS < cores ? BROKER_SHARDS : 0 ))}
 FILL_RECORDS=${FILL_RECORDS:-2000000}
 
+# SKIP_BUILD=1 profiles the binaries already in target/perf/release.
 build_with_frame_pointers() {
-    echo "perf: building release binaries with frame pointers (target/perf)"
-    CARGO_TARGET_DIR=target/perf RUSTFLAGS="-C force-frame-pointers=yes" \
-        cargo build --release -q -p sluice --bin sluice -p sluice-bench --bin sluice-bench
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        echo "perf: building release binaries with frame pointers (target/perf)"
+        CARGO_TARGET_DIR=target/perf RUSTFLAGS="-C force-frame-pointers=yes" \
+            cargo build --release -q -p sluice --bin sluice -p sluice-bench --bin sluice-bench
+    fi
     SLUICE=$PWD/target/perf/release/sluice
     BENCH=$PWD/target/perf/release/sluice-bench
 }
