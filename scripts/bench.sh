@@ -120,6 +120,11 @@ start_broker
 bench w1-produce-1p-100B-acks1 produce --topic w1 --partitions 1 --record-size 100 --acks 1 \
     --duration "$DURATION" --in-flight "$IN_FLIGHT" --batch-bytes "$BATCH_BYTES"
 
+# 1b. The same with 1 MB batches, librdkafka's default batch.size (the reference client below
+# uses it), so the per-request cost and the per-byte cost can be told apart.
+bench w1b-produce-1p-100B-acks1-1MB-batches produce --topic w1b --partitions 1 --record-size 100 \
+    --acks 1 --duration "$DURATION" --in-flight "$IN_FLIGHT" --batch-bytes 1000000
+
 # 2. 16 partitions, 1 KiB records, acks=all (group-committed fdatasync).
 bench w2-produce-16p-1KiB-acksall produce --topic w2 --partitions 16 --record-size 1024 \
     --acks all --duration "$DURATION" --producers 2 --in-flight "$IN_FLIGHT" \
@@ -147,7 +152,7 @@ done
 bench "w5-produce-${MANY_PARTITIONS}p-100B-acks1" produce --topic w5 \
     --partitions "$MANY_PARTITIONS" --record-size 100 --acks 1 --duration "$DURATION" \
     --producers 4 --partitions-per-request 100 --batch-records 16 --in-flight "$IN_FLIGHT"
-broker_memory >"$RESULTS/w5-broker-memory.json"
+broker_memory >"$RESULTS/broker-memory-w5.json"
 
 # An independent client, so our load generator is not the only judge: confluent-kafka
 # (librdkafka) produces and then consumes CONFLUENT_RECORDS 100-byte records.
@@ -197,7 +202,7 @@ stop_broker
 # ---- charts and summary -------------------------------------------------------------------
 "$BENCH" plot "$RESULTS"/w4-e2e-*.json --out "$RESULTS/e2e-latency.svg" \
     --title "end-to-end latency at fixed rates (10/50/80% of max)"
-"$BENCH" plot "$RESULTS"/w1-*.json "$RESULTS"/w2-*.json "$RESULTS"/w5-*.json \
+"$BENCH" plot "$RESULTS"/w1-*.json "$RESULTS"/w1b-*.json "$RESULTS"/w2-*.json "$RESULTS"/w5-*.json \
     --out "$RESULTS/produce.svg" --title "produce: acknowledgement latency and throughput"
 "$BENCH" plot "$RESULTS"/w3-consume-*.json --out "$RESULTS/consume.svg" \
     --title "consume: hot (batch cache) and cold (after restart)"
@@ -209,9 +214,9 @@ r = sys.argv[1]
 load = lambda name: json.load(open(os.path.join(r, name)))
 one = lambda pattern: json.load(open(glob.glob(os.path.join(r, pattern))[0]))
 disk, loop = load("limits-disk.json"), load("limits-loopback.json")
-w1, w2 = one("w1-*.json"), one("w2-*.json")
+w1, w1b, w2 = one("w1-*.json"), one("w1b-*.json"), one("w2-*.json")
 hot, cold = load("w3-consume-hot.json"), load("w3-consume-cold.json")
-w5, mem = one("w5-produce-*.json"), load("w5-broker-memory.json")
+w5, mem = one("w5-produce-*.json"), load("broker-memory-w5.json")
 ref = load("confluent-kafka.json")
 e2e = {p: load(f"w4-e2e-{p}pct.json") for p in (10, 50, 80)}
 
@@ -230,6 +235,7 @@ print(f"limits: O_DIRECT write {d_raw/MB:.0f} MB/s, with fdatasync every {disk['
       f"{d_sync/MB:.0f} MB/s, loopback TCP {lo/MB:.0f} MB/s")
 print()
 ratio(f"1. produce 1p 100B acks=1 ({w1['records_per_sec']:.0f} rec/s)", w1["bytes_per_sec"], min(d_raw, lo), "min(disk, loopback)", 0.8)
+ratio(f"1b. same, 1 MB batches ({w1b['records_per_sec']:.0f} rec/s)", w1b["bytes_per_sec"], min(d_raw, lo), "min(disk, loopback)", 0.8)
 ratio(f"2. produce 16p 1KiB acks=all ({w2['records_per_sec']:.0f} rec/s)", w2["bytes_per_sec"], d_sync, "fdatasync'd disk", 0.6)
 ratio(f"3. consume hot ({hot['records_per_sec']:.0f} rec/s)", hot["bytes_per_sec"], lo, "loopback", 0.8)
 ratio(f"3. consume cold ({cold['records_per_sec']:.0f} rec/s)", cold["bytes_per_sec"], lo, "loopback", 0.8)
@@ -252,8 +258,9 @@ goals.append({"workload": "many partitions", "ratio_to_one_partition": round(x5,
               "peak_rss_bytes": rss, "rss_met": rss < 2**30})
 print(f"independent client: confluent-kafka produced {ref['records']} x 100 B at {ref['produce_records_per_sec']} rec/s "
       f"({ref['produce_mb_per_sec']} MB/s payload) and consumed at {ref['consume_records_per_sec']} rec/s; "
-      f"sluice-bench workload 1: {w1['records_per_sec']:.0f} rec/s ({w1['payload_mb_per_sec']} MB/s payload)")
-errors = {os.path.basename(f): json.load(open(f)).get("errors", 0) for f in glob.glob(os.path.join(r, "w*-*.json")) if "memory" not in f}
+      f"sluice-bench workload 1: {w1['records_per_sec']:.0f} rec/s ({w1['payload_mb_per_sec']} MB/s payload), "
+      f"1b: {w1b['records_per_sec']:.0f} rec/s ({w1b['payload_mb_per_sec']} MB/s payload)")
+errors = {os.path.basename(f): json.load(open(f)).get("errors", 0) for f in glob.glob(os.path.join(r, "w*-*.json"))}
 bad = {k: v for k, v in errors.items() if v}
 if bad:
     print(f"errors reported by runs: {bad}")
