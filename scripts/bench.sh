@@ -267,4 +267,8 @@ if bad:
 json.dump({"limits": {"disk": disk, "loopback": loop}, "goals": goals, "confluent_kafka": ref,
            "errors": bad}, open(os.path.join(r, "summary.json"), "w"), indent=2)
 EOF
+# The broker's data is only a by-product (gigabytes in a full run); KEEP_DATA=1 keeps it.
+if [[ -z ${DATA_DIR:-} && ${KEEP_DATA:-0} != 1 ]]; then
+    rm -rf "$DATA"
+fi
 echo "bench: results in $RESULTS (summary.txt, summary.json, *.json reports, *.svg charts)"
