@@ -34,12 +34,9 @@ pub enum ShardError {
     NoSuchShard { target: ShardId, nr_shards: u32 },
     #[error("shard {target:?} is shutting down and dropped the call")]
     Stopped { target: ShardId },
-    #[error("cannot start shard {shard:?}: {source}")]
-    Start {
-        shard: ShardId,
-        #[source]
-        source: glommio::GlommioError<()>,
-    },
+    // glommio's error type is not `Sync`, so its text is kept instead of the value.
+    #[error("cannot start shard {shard:?}: {message}")]
+    Start { shard: ShardId, message: String },
     #[error("shard {shard:?} panicked")]
     Panicked { shard: ShardId },
     #[error("shard count {requested} is outside 1..={max}")]
@@ -313,7 +310,10 @@ where
             .name(&format!("{}-{}", config.name, i))
             .spin_before_park(Duration::from_micros(0))
             .spawn(move || body(boot))
-            .map_err(|source| ShardError::Start { shard: id, source })?;
+            .map_err(|e| ShardError::Start {
+                shard: id,
+                message: e.to_string(),
+            })?;
         handles.push((id, handle));
     }
     let mut results = Vec::with_capacity(handles.len());
