@@ -22,24 +22,29 @@ use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTE
 use crate::types::Offset;
 
 const BASE_OFFSET_AT: usize = 0;
-const LENGTH_AT: usize = 8;
-const LEADER_EPOCH_AT: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORD_COUNT_AT: usize = 57;
+// Field offsets within the header: the one description of the v2 layout, shared with the
+// builder (crate-visible) so the two can never disagree.
+pub(crate) const BATCH_LENGTH_AT: usize = 8;
+pub(crate) const PARTITION_LEADER_EPOCH_AT: usize = 12;
+pub(crate) const MAGIC_AT: usize = 16;
+pub(crate) const CRC_AT: usize = 17;
+pub(crate) const ATTRIBUTES_AT: usize = 21;
+pub(crate) const LAST_OFFSET_DELTA_AT: usize = 23;
+pub(crate) const BASE_TIMESTAMP_AT: usize = 27;
+pub(crate) const MAX_TIMESTAMP_AT: usize = 35;
+pub(crate) const PRODUCER_ID_AT: usize = 43;
+pub(crate) const PRODUCER_EPOCH_AT: usize = 51;
+pub(crate) const BASE_SEQUENCE_AT: usize = 53;
+pub(crate) const RECORD_COUNT_AT: usize = 57;
+const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_BYTES);
+const _: () = assert!(CRC_AT + 4 == ATTRIBUTES_AT);
 
-const CODEC_MASK: i16 = 0x07;
-const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
-const DELETE_HORIZON_BIT: i16 = 0x40;
+/// Attribute bits: the codec in bits 0-2 (`compression::ATTRIBUTES_CODEC_MASK`), then the flags.
+pub use crate::compression::ATTRIBUTES_CODEC_MASK;
+pub const ATTRIBUTES_LOG_APPEND_TIME: i16 = 1 << 3;
+pub const ATTRIBUTES_TRANSACTIONAL: i16 = 1 << 4;
+pub const ATTRIBUTES_CONTROL: i16 = 1 << 5;
+pub const ATTRIBUTES_DELETE_HORIZON: i16 = 1 << 6;
 
 /// The only batch format we store.
 pub const MAGIC_V2: i8 = 2;
@@ -99,7 +104,7 @@ pub fn peek_offset_and_len(buf: &[u8]) -> Option<(i64, i64)> {
         return None;
     }
     let base = be_i64(buf, BASE_OFFSET_AT);
-    let len = i64::from(be_i32(buf, LENGTH_AT)) + BATCH_LOG_OVERHEAD_BYTES as i64;
+    let len = i64::from(be_i32(buf, BATCH_LENGTH_AT)) + BATCH_LOG_OVERHEAD_BYTES as i64;
     Some((base, len))
 }
 
@@ -122,7 +127,7 @@ impl BatchHeader {
         if buf.len() < BATCH_HEADER_BYTES {
             return None;
         }
-        let length = be_i32(buf, LENGTH_AT);
+        let length = be_i32(buf, BATCH_LENGTH_AT);
         if length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
             return None;
         }
@@ -155,7 +160,7 @@ impl<'a> BatchView<'a> {
                 reason: Corruption::TooShort,
             });
         }
-        let length = be_i32(buf, LENGTH_AT);
+        let length = be_i32(buf, BATCH_LENGTH_AT);
         if length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
             return Err(Error::CorruptBatch {
                 pos,
@@ -244,10 +249,10 @@ impl<'a> BatchView<'a> {
         Offset(be_i64(self.buf, BASE_OFFSET_AT))
     }
     pub fn batch_length(&self) -> i32 {
-        be_i32(self.buf, LENGTH_AT)
+        be_i32(self.buf, BATCH_LENGTH_AT)
     }
     pub fn partition_leader_epoch(&self) -> i32 {
-        be_i32(self.buf, LEADER_EPOCH_AT)
+        be_i32(self.buf, PARTITION_LEADER_EPOCH_AT)
     }
     pub fn magic(&self) -> i8 {
         self.buf[MAGIC_AT] as i8
@@ -263,26 +268,26 @@ impl<'a> BatchView<'a> {
         be_i16(self.buf, ATTRIBUTES_AT)
     }
     pub fn compression_id(&self) -> u8 {
-        (self.attributes() & CODEC_MASK) as u8
+        (self.attributes() & ATTRIBUTES_CODEC_MASK) as u8
     }
     pub fn compression(&self) -> Option<Compression> {
         Compression::from_id(self.compression_id())
     }
     pub fn timestamp_type(&self) -> TimestampType {
-        if self.attributes() & TIMESTAMP_TYPE_BIT != 0 {
+        if self.attributes() & ATTRIBUTES_LOG_APPEND_TIME != 0 {
             TimestampType::LogAppendTime
         } else {
             TimestampType::CreateTime
         }
     }
     pub fn is_transactional(&self) -> bool {
-        self.attributes() & TRANSACTIONAL_BIT != 0
+        self.attributes() & ATTRIBUTES_TRANSACTIONAL != 0
     }
     pub fn is_control(&self) -> bool {
-        self.attributes() & CONTROL_BIT != 0
+        self.attributes() & ATTRIBUTES_CONTROL != 0
     }
     pub fn has_delete_horizon(&self) -> bool {
-        self.attributes() & DELETE_HORIZON_BIT != 0
+        self.attributes() & ATTRIBUTES_DELETE_HORIZON != 0
     }
     pub fn last_offset_delta(&self) -> i32 {
         be_i32(self.buf, LAST_OFFSET_DELTA_AT)
@@ -328,14 +333,15 @@ pub fn set_base_offset(buf: &mut [u8], offset: Offset) {
 /// Writes the partition leader epoch into the batch header at the start of `buf` (outside the
 /// CRC, so the checksum stays valid).
 pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) {
-    buf[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+    buf[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// Marks the batch at the start of `buf` (exactly one batch) as LogAppendTime with `now_ms` as
 /// its max timestamp, as Kafka does for topics with `message.timestamp.type=LogAppendTime`,
 /// and recomputes the CRC because both fields are covered by it.
 pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
-    let attrs = be_i16(buf, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
+    let attrs = be_i16(buf, ATTRIBUTES_AT) | ATTRIBUTES_LOG_APPEND_TIME;
     buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
     buf[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
@@ -345,7 +351,7 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
 /// Like [`set_log_append_time`] for a batch held as its 61-byte header and its records section
 /// in separate buffers (the header is patched, the records are only read for the CRC).
 pub fn set_log_append_time_split(header: &mut [u8], records: &[u8], now_ms: i64) {
-    let attrs = be_i16(header, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
+    let attrs = be_i16(header, ATTRIBUTES_AT) | ATTRIBUTES_LOG_APPEND_TIME;
     header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
     header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c_append(
@@ -449,7 +455,7 @@ pub mod testing {
     pub fn make_batch(opts: TestBatch) -> Vec<u8> {
         let total = BATCH_HEADER_BYTES + opts.payload_bytes;
         let mut b = vec![0u8; total];
-        b[LENGTH_AT..LENGTH_AT + 4]
+        b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
             .copy_from_slice(&((total - BATCH_LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
         b[MAGIC_AT] = MAGIC_V2 as u8;
         b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&i16::from(opts.codec).to_be_bytes());

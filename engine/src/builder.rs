@@ -30,40 +30,22 @@ use thiserror::Error;
 use crate::compression::{self, Codec, CompressionError, ATTRIBUTES_CODEC_MASK};
 use crate::records::{put_varlong, varlong_len, Header, RecordsError};
 
-/// Size of the v2 batch header that precedes the records.
-pub const BATCH_HEADER_BYTES: usize = 61;
-/// Bytes before `batchLength`'s coverage starts (baseOffset + batchLength).
-pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
-/// The only batch format we build.
-pub const MAGIC_V2: i8 = 2;
+use crate::batch::{
+    ATTRIBUTES_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, BATCH_LENGTH_AT, CRC_AT,
+    LAST_OFFSET_DELTA_AT, MAGIC_AT, MAX_TIMESTAMP_AT, PARTITION_LEADER_EPOCH_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, RECORD_COUNT_AT,
+};
+pub use crate::batch::{
+    ATTRIBUTES_CONTROL, ATTRIBUTES_DELETE_HORIZON, ATTRIBUTES_LOG_APPEND_TIME,
+    ATTRIBUTES_TRANSACTIONAL, MAGIC_V2,
+};
+pub use crate::limits::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 /// Producer id, epoch and sequence of an idempotence-free batch.
 pub const NO_PRODUCER_ID: i64 = -1;
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 pub const NO_SEQUENCE: i32 = -1;
 /// Partition leader epoch of a batch not yet appended by a leader.
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
-
-/// Attribute bits above the codec.
-pub const ATTRIBUTES_LOG_APPEND_TIME: i16 = 1 << 3;
-pub const ATTRIBUTES_TRANSACTIONAL: i16 = 1 << 4;
-pub const ATTRIBUTES_CONTROL: i16 = 1 << 5;
-pub const ATTRIBUTES_DELETE_HORIZON: i16 = 1 << 6;
-
-// Field offsets within the header.
-const BATCH_LENGTH_AT: usize = 8;
-const PARTITION_LEADER_EPOCH_AT: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORD_COUNT_AT: usize = 57;
-const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_BYTES);
-const _: () = assert!(CRC_AT + 4 == ATTRIBUTES_AT);
 
 /// Why a batch could not be built or rewritten.
 #[derive(Debug, Error)]
