@@ -244,7 +244,9 @@ impl LogFile for AnyFile {
 /// Runs on the shard that will own the files.
 pub async fn prime_executor(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let probe = dir.join(".sluice-dma-probe");
+    // One probe file per executor: shards prime concurrently in the same directory, and a
+    // shared name would let one shard remove the file another is about to open.
+    let probe = dir.join(format!(".sluice-dma-probe-{}", glommio::executor().id()));
     std::fs::write(&probe, vec![0u8; SECTOR_BYTES as usize])?;
     let f = DmaFile::open(&probe).await.map_err(io::Error::from)?;
     let _ = f

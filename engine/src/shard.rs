@@ -16,7 +16,6 @@
 //! index building), so that such work yields to the request path.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -327,24 +326,6 @@ where
     Ok(results)
 }
 
-/// Opens one small existing file with O_DIRECT and reads it, before the shard creates any file
-/// of its own. On some kernels glommio's first DMA read probes the file system for polled I/O
-/// support, and a freshly created file can make that probe fail with EOPNOTSUPP; priming it
-/// with a file that already exists avoids the spurious failure.
-///
-/// Runs on the calling shard, once, at start-up.
-pub async fn prime_dma_probe(dir: &Path) -> std::io::Result<()> {
-    let path = dir.join(".dma-probe");
-    if !path.exists() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(&path, vec![0u8; 4096])?;
-    }
-    let file = glommio::io::DmaFile::open(&path).await?;
-    let _ = file.read_at_aligned(0, 4096).await?;
-    file.close().await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,18 +404,5 @@ mod tests {
         })
         .unwrap();
         assert_eq!(results, vec![Some(42)]);
-    }
-
-    #[test]
-    fn the_dma_probe_primes_on_a_fresh_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        let results = run_shards(&config(1), move |_boot: ShardBoot<()>| {
-            let path = path.clone();
-            async move { prime_dma_probe(&path).await.is_ok() }
-        })
-        .unwrap();
-        assert_eq!(results, vec![true]);
-        assert!(dir.path().join(".dma-probe").exists());
     }
 }

@@ -132,7 +132,7 @@ async fn run_shard(
     } = boot_state;
     let id = boot.id();
     let nr_shards = boot.nr_shards();
-    shard::prime_dma_probe(&config.data_dir)
+    sluice_engine::io::prime_executor(&config.data_dir)
         .await
         .map_err(|e| format!("DMA probe in {}: {e}", config.data_dir.display()))?;
     let ctx = boot

@@ -187,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         glommio::LocalExecutor::default().run(async move {
-            sluice_engine::shard::prime_dma_probe(&root).await.unwrap();
+            sluice_engine::io::prime_executor(&root).await.unwrap();
             let p = Partition::open(
                 &root,
                 TopicPartition::new("t", 0),
