@@ -78,6 +78,32 @@ def test_every_codec_from_every_client(broker, codec):
     # Each library reads both libraries' compressed batches.
     assert ck_records(ck_consume(broker, f"c-{codec}", 120)) == sent + from_kp
     assert kp_records(kp_consume(broker, f"c-{codec}", 120)) == sent + from_kp
+    # The batches really were compressed as asked (read from the partition's log on disk):
+    # confluent-kafka's records are offsets 0-59, kafka-python's 60-119.
+    ids = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+    stored = stored_codecs(broker, f"c-{codec}-0")
+    assert {c for base, c in stored if base >= 60} == {ids[codec]}
+    # librdkafka decides which codecs a broker supports from the APIs it advertises, and
+    # enables LZ4 only when FindCoordinator is served (consumer groups, a later issue); until
+    # then it sends those batches uncompressed. When groups land this branch must flip.
+    expected_ck = 0 if codec == "lz4" else ids[codec]
+    assert {c for base, c in stored if base < 60} == {expected_ck}
+
+
+def stored_codecs(broker, partition_dir):
+    """(base offset, codec id) of every batch in the partition's first segment."""
+    import struct
+
+    raw = (broker.data_dir / partition_dir / "00000000000000000000.log").read_bytes()
+    out, pos = [], 0
+    while pos + 61 <= len(raw):
+        base, length = struct.unpack(">qi", raw[pos : pos + 12])
+        if length <= 0:
+            break  # the zeroed tail of the active segment's last sector
+        attributes = struct.unpack(">h", raw[pos + 21 : pos + 23])[0]
+        out.append((base, attributes & 7))
+        pos += 12 + length
+    return out
 
 
 def test_a_one_megabyte_record(broker):
