@@ -142,7 +142,8 @@ pub struct Partition {
 struct Inner {
     tp: TopicPartition,
     dir: PathBuf,
-    config: Arc<LogConfig>,
+    /// Replaced as a whole by `set_config`; never borrowed across an await.
+    config: RefCell<Arc<LogConfig>>,
     ctx: ShardContext,
     cache_id: u64,
     append_lock: Semaphore,
@@ -246,7 +247,7 @@ impl Partition {
         let inner = Rc::new(Inner {
             tp,
             dir,
-            config,
+            config: RefCell::new(config),
             ctx,
             cache_id,
             append_lock: Semaphore::new(1),
@@ -273,8 +274,15 @@ impl Partition {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
-    pub fn config(&self) -> &Arc<LogConfig> {
-        &self.inner.config
+    /// The log settings in effect.
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.inner.config.borrow().clone()
+    }
+    /// Replaces the log settings (a topic config change). Appends, rolls, flush triggers, index
+    /// intervals and retention use the new settings from their next decision on; data already
+    /// written is not rewritten. Runs on the home shard.
+    pub fn set_config(&self, config: Arc<LogConfig>) {
+        *self.inner.config.borrow_mut() = config;
     }
     /// What recovery found when this partition was opened.
     pub fn open_report(&self) -> OpenReport {
@@ -327,7 +335,7 @@ impl Partition {
     /// requested durability is reached. Runs on the home shard.
     pub async fn append(&self, records: Bytes, durability: Durability) -> Result<AppendInfo> {
         let inner = &self.inner;
-        let cfg = inner.config.clone();
+        let cfg = inner.config.borrow().clone();
         inner.writable()?;
         validate_records(&records, &cfg)?;
         let permit = inner
@@ -482,8 +490,8 @@ impl Partition {
             }
         }
         let seg = inner.segment_for(offset)?;
-        seg.ensure_indexes(inner.config.index_interval_bytes)
-            .await?;
+        let index_interval = inner.config.borrow().index_interval_bytes;
+        seg.ensure_indexes(index_interval).await?;
         let readable = seg.readable();
         let from = seg
             .meta
@@ -525,7 +533,7 @@ impl Partition {
             LATEST_TIMESTAMP => return Ok(Some((hw, -1))),
             _ => {}
         }
-        let interval = inner.config.index_interval_bytes;
+        let interval = inner.config.borrow().index_interval_bytes;
         let live = segs.into_iter().filter(|s| s.next_offset() > log_start);
         if ts == MAX_TIMESTAMP {
             let mut best: Option<(Offset, i64)> = None;
@@ -624,8 +632,8 @@ impl Partition {
             });
         }
         let seg = inner.segment_for(offset)?;
-        seg.ensure_indexes(inner.config.index_interval_bytes)
-            .await?;
+        let index_interval = inner.config.borrow().index_interval_bytes;
+        seg.ensure_indexes(index_interval).await?;
         let readable = seg.readable();
         let from = seg
             .meta
@@ -674,7 +682,7 @@ impl Partition {
             m.size = cut;
             m.readable = cut;
             m.next_offset = new_end;
-            m.bytes_since_index = u64::from(inner.config.index_interval_bytes);
+            m.bytes_since_index = u64::from(inner.config.borrow().index_interval_bytes);
             m.first_append_ms = Some(now_ms());
         }
         RecoveryPoint {
@@ -874,7 +882,7 @@ impl Inner {
     }
 
     fn locate_chunk_bytes(&self) -> usize {
-        (self.config.index_interval_bytes as usize)
+        (self.config.borrow().index_interval_bytes as usize)
             .saturating_mul(2)
             .clamp(64 * 1024, 1024 * 1024)
     }
@@ -883,7 +891,7 @@ impl Inner {
     /// older than `segment.ms`, or its offset index is full. Called under the append lock.
     async fn maybe_roll(&self, incoming: usize) -> Result<()> {
         let seg = self.st.borrow().writer.segment().clone();
-        let cfg = &self.config;
+        let cfg = self.config.borrow().clone();
         let (size, first, entries) = {
             let m = seg.meta.borrow();
             (
@@ -953,7 +961,7 @@ impl Inner {
     }
 
     fn background_flush_triggers(self: &Rc<Self>) {
-        let cfg = &self.config;
+        let cfg = self.config.borrow().clone();
         let (count_due, arm_timer) = {
             let mut st = self.st.borrow_mut();
             let count_due =

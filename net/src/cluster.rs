@@ -207,8 +207,8 @@ async fn publish(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) {
 
 /// Makes this shard's partitions match `snapshot`: opens the partitions that are now homed
 /// here, closes and deletes the data of partitions whose topic was deleted (or deleted and
-/// re-created under the same name: a different topic id), and reopens open partitions whose
-/// topic's log settings changed so that the new settings take effect. Older snapshots than the
+/// re-created under the same name: a different topic id), and hands open partitions whose
+/// topic's log settings changed the new settings. Older snapshots than the
 /// current one are ignored. Applies run one at a time on a shard.
 ///
 /// Runs on the shard being updated.
@@ -260,28 +260,15 @@ pub async fn apply_snapshot(ctx: &Rc<BrokerCtx>, snapshot: Arc<TopicsSnapshot>) 
         }
     }
 
-    // Partitions whose topic's log settings changed: the engine's `Partition` takes its
-    // settings when opened, so close it (flushing what is buffered) and open it again with the
-    // new ones. Requests that reach the partition meanwhile find no slot and are answered with
-    // a retriable UNKNOWN_TOPIC_OR_PARTITION.
-    let changed: Vec<(TopicPartition, Partition)> = state
-        .partitions
-        .borrow()
-        .iter()
-        .filter_map(|(tp, slot)| match slot {
-            Slot::Online(p) => {
-                let meta = snapshot.topic(&tp.topic)?;
-                (**p.config() != *meta.log_config).then(|| (tp.clone(), p.clone()))
+    // Partitions whose topic's log settings changed take the new settings in place.
+    for slot in state.partitions.borrow().values() {
+        if let Slot::Online(p) = slot {
+            if let Some(meta) = snapshot.topic(&p.topic_partition().topic) {
+                if *p.config() != *meta.log_config {
+                    p.set_config(meta.log_config.clone());
+                }
             }
-            Slot::Offline(_) => None,
-        })
-        .collect();
-    for (tp, p) in changed {
-        state.partitions.borrow_mut().remove(&tp);
-        if let Err(e) = p.close().await {
-            tracing::warn!(%tp, error = %e, "closing a partition to change its settings failed");
         }
-        tracing::info!(%tp, "topic settings changed; partition reopened with them");
     }
 
     // Partitions to open: homed here but not open yet.

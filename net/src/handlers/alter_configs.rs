@@ -3,7 +3,7 @@
 //! For a topic, the request's configs become the topic's complete set of overrides (keys not
 //! given return to their defaults), checked as a whole: one invalid value refuses the resource
 //! with INVALID_CONFIG and changes nothing. The change is persisted on the control shard and
-//! published; every shard reopens the topic's open partitions with the new log settings before
+//! published; every shard hands the topic's open partitions the new log settings before
 //! the response is sent, so the change is in effect when the client hears of it. Broker
 //! resources are refused with a message (no dynamic broker configs). This file also holds the
 //! topic-change path IncrementalAlterConfigs shares. Runs on the connection's shard.
