@@ -30,6 +30,11 @@ pub const VERSIONS: (i16, i16) = (0, 12);
 const TOPIC_OPERATIONS_ALL: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
+/// Every ACL operation bit Kafka defines for the cluster resource (CREATE, CLUSTER_ACTION,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALTER, DESCRIBE).
+const CLUSTER_OPERATIONS_ALL: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
 /// Runs on the connection's shard.
 pub async fn handle(
     ctx: &Rc<BrokerCtx>,
@@ -114,6 +119,14 @@ pub async fn handle(
         cluster_id: Some(ctx.state().cluster_id.to_string()),
         controller_id: config.node_id,
         topics,
+        // v8-10 only; without authorization every cluster operation is allowed.
+        cluster_authorized_operations: if version <= 10
+            && request.include_cluster_authorized_operations
+        {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            i32::MIN
+        },
         ..MetadataResponse::default()
     }
 }
