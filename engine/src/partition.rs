@@ -39,7 +39,7 @@ use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
 use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
-use crate::segment_reader::{locate, read_batches, ScanItem, Scanner};
+use crate::segment_reader::{locate, read_batches, Located, ScanItem, Scanner};
 use crate::segment_writer::SegmentWriter;
 use crate::types::{FilePos, Offset, TopicPartition};
 
@@ -489,18 +489,8 @@ impl Partition {
                 return Ok(out);
             }
         }
-        let seg = inner.segment_for(offset)?;
-        let index_interval = inner.config.borrow().index_interval_bytes;
-        seg.ensure_indexes(index_interval).await?;
-        let readable = seg.readable();
-        let from = seg
-            .meta
-            .borrow()
-            .index
-            .as_ref()
-            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
-        let Some(loc) = locate(&seg, from, offset, readable, inner.locate_chunk_bytes()).await?
-        else {
+        let (seg, readable, found) = inner.locate_offset(offset).await?;
+        let Some(loc) = found else {
             return Ok(out);
         };
         let data = read_batches(&seg, loc, max_bytes, readable).await?;
@@ -631,21 +621,11 @@ impl Partition {
                 log_end,
             });
         }
-        let seg = inner.segment_for(offset)?;
-        let index_interval = inner.config.borrow().index_interval_bytes;
-        seg.ensure_indexes(index_interval).await?;
-        let readable = seg.readable();
-        let from = seg
-            .meta
-            .borrow()
-            .index
-            .as_ref()
-            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
-        let (cut, new_end) =
-            match locate(&seg, from, offset, readable, inner.locate_chunk_bytes()).await? {
-                Some(loc) => (loc.pos.0, loc.header.base_offset),
-                None => (readable, seg.next_offset()),
-            };
+        let (seg, readable, found) = inner.locate_offset(offset).await?;
+        let (cut, new_end) = match found {
+            Some(loc) => (loc.pos.0, loc.header.base_offset),
+            None => (readable, seg.next_offset()),
+        };
         // Later segments go first, so a crash in between leaves a log that recovery accepts.
         let later: Vec<Rc<Segment>> = {
             let st = inner.st.borrow();
@@ -816,6 +796,23 @@ impl Partition {
 }
 
 impl Inner {
+    /// The segment holding `offset`, its readable end, and the batch containing `offset` (or
+    /// the first batch after it), found from the sparse index and a short scan.
+    async fn locate_offset(&self, offset: Offset) -> Result<(Rc<Segment>, u64, Option<Located>)> {
+        let seg = self.segment_for(offset)?;
+        let index_interval = self.config.borrow().index_interval_bytes;
+        seg.ensure_indexes(index_interval).await?;
+        let readable = seg.readable();
+        let from = seg
+            .meta
+            .borrow()
+            .index
+            .as_ref()
+            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
+        let found = locate(&seg, from, offset, readable, self.locate_chunk_bytes()).await?;
+        Ok((seg, readable, found))
+    }
+
     fn writable(&self) -> Result<()> {
         let st = self.st.borrow();
         if let Some((op, detail)) = &st.poisoned {
