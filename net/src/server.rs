@@ -131,15 +131,12 @@ pub async fn wait_for_shutdown(shared: &ListenerShared) {
     }
 }
 
-/// Claims the listen address for this broker and resolves port 0 to a concrete free port, so
-/// that every shard binds the same port (binding port 0 separately on each shard would give
-/// each a different one).
-///
-/// The probe binds without SO_REUSEPORT on purpose: the shards' listeners share the port with
-/// SO_REUSEPORT, which would also let a second broker of the same user bind it silently and
-/// take half the connections. A plain bind fails with "address in use" if any listener holds
-/// the port, so a second broker refuses to start instead.
+/// Resolves a listen address with port 0 to a concrete free port, so that every shard binds
+/// the same port (binding port 0 separately on each shard would give each a different one).
 pub fn concrete_listen_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
     let probe = std::net::TcpListener::bind(addr)?;
     probe.local_addr()
 }
