@@ -9,6 +9,7 @@ pub mod batch_cache;
 pub mod config;
 pub mod durability;
 pub mod error;
+pub mod histogram;
 pub mod index;
 pub mod io;
 pub mod limits;
