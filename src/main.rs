@@ -16,6 +16,7 @@ use sluice_net::server::ListenerShared;
 
 mod cli_common;
 mod cli_consume;
+mod cli_group;
 mod cli_produce;
 mod cli_topic;
 
@@ -40,6 +41,8 @@ enum Command {
     Produce(cli_produce::ProduceArgs),
     /// Print records of a topic as lines on stdout.
     Consume(cli_consume::ConsumeArgs),
+    /// Inspect and manage consumer groups on a running broker.
+    Group(cli_group::GroupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Topic(args) => cli_common::finish(cli_topic::run(args)),
         Command::Produce(args) => cli_common::finish(cli_produce::run(args)),
         Command::Consume(args) => cli_common::finish(cli_consume::run(args)),
+        Command::Group(args) => cli_common::finish(cli_group::run(args)),
     }
 }
 

@@ -38,6 +38,14 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    // v0 reads offsets Kafka kept in ZooKeeper; v1+ those in __consumer_offsets.
+    (ApiKey::OffsetFetch, 1, 9),
+    // v2+ carry the generation and member id the coordinator checks.
+    (ApiKey::OffsetCommit, 2, 9),
 ];
 
 /// The ApiVersions version sent first. v3 is what current clients send; a broker that does not
@@ -120,6 +128,11 @@ impl Client {
         };
         client.negotiate()?;
         Ok(client)
+    }
+
+    /// How long a request may take, as configured.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
     }
 
     /// The address this client was given.

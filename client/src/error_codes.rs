@@ -24,7 +24,13 @@ pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
 pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
 
 /// Names indexed by `code + 1` (code -1 first), as listed in Kafka's protocol documentation.
 const NAMES: &[&str] = &[
@@ -171,6 +177,16 @@ mod tests {
         assert_eq!(name(10), Some("MESSAGE_TOO_LARGE"));
         assert_eq!(name(17), Some("INVALID_TOPIC_EXCEPTION"));
         assert_eq!(name(35), Some("UNSUPPORTED_VERSION"));
+        for (code, expected) in [
+            (COORDINATOR_LOAD_IN_PROGRESS, "COORDINATOR_LOAD_IN_PROGRESS"),
+            (COORDINATOR_NOT_AVAILABLE, "COORDINATOR_NOT_AVAILABLE"),
+            (NOT_COORDINATOR, "NOT_COORDINATOR"),
+            (UNKNOWN_MEMBER_ID, "UNKNOWN_MEMBER_ID"),
+            (NON_EMPTY_GROUP, "NON_EMPTY_GROUP"),
+            (GROUP_ID_NOT_FOUND, "GROUP_ID_NOT_FOUND"),
+        ] {
+            assert_eq!(name(code), Some(expected));
+        }
         assert_eq!(name(36), Some("TOPIC_ALREADY_EXISTS"));
         assert_eq!(name(37), Some("INVALID_PARTITIONS"));
         assert_eq!(name(38), Some("INVALID_REPLICATION_FACTOR"));

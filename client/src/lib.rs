@@ -15,6 +15,7 @@ pub mod connection;
 pub mod error;
 pub mod error_codes;
 pub mod fetch;
+pub mod groups;
 pub mod partitioner;
 pub mod produce;
 
@@ -26,6 +27,10 @@ pub use bytes::Bytes;
 pub use connection::{Client, ClientConfig, CLIENT_VERSIONS, RESPONSE_BYTES_MAX};
 pub use error::{ClientError, KafkaError};
 pub use fetch::{ConsumedRecord, FetchOptions, FetchedPartition, OffsetSpec, TopicRef};
+pub use groups::{
+    Assignment, CommittedOffset, Coordinator, GroupDescription, GroupMember, ListedGroup,
+    OffsetToCommit,
+};
 pub use produce::{Acks, Produced};
 pub use sluice_engine::builder::BatchBuilder;
 pub use sluice_engine::compression::Codec;

@@ -28,6 +28,12 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {source}")]
+    PortTaken {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot load topic metadata: {0}")]
     Topics(#[from] crate::topics::TopicError),
     #[error("cannot read or create the cluster id: {0}")]
@@ -65,6 +71,12 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     if config.advertised_port == 0 {
         config.advertised_port = config.listen.port();
     }
+    // Held until the broker stops; see `PortClaim` for why SO_REUSEPORT needs it.
+    let _port_claim =
+        server::claim_listen_port(config.listen).map_err(|source| BrokerError::PortTaken {
+            addr: config.listen,
+            source,
+        })?;
     let cluster_id: Arc<str> = crate::data_dir::load_or_create_cluster_id(&config.data_dir)
         .map_err(BrokerError::ClusterId)?
         .into();

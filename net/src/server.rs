@@ -140,3 +140,56 @@ pub fn concrete_listen_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let probe = std::net::TcpListener::bind(addr)?;
     probe.local_addr()
 }
+
+/// Proof that this process is the only Sluice broker serving a port: an abstract-namespace
+/// Unix socket named after the port, held for the broker's lifetime.
+///
+/// The shards share their listen address with SO_REUSEPORT, which would equally let a second
+/// broker of the same user bind it and silently take part of the connections. A plain bind
+/// cannot guard against that: after a kill -9 the dead broker's accepted sockets linger with
+/// SO_REUSEPORT set, and a plain bind would then refuse the restart. An abstract socket name
+/// has neither problem: binding it twice fails with "address in use", and the kernel releases
+/// it the moment its holder dies, however it dies. The claim is per port, not per address,
+/// because wildcard and specific addresses of one port overlap under SO_REUSEPORT.
+#[derive(Debug)]
+pub struct PortClaim {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+/// Claims `addr`'s port for this broker; fails with `AddrInUse` when another Sluice broker
+/// in this network namespace serves the port.
+pub fn claim_listen_port(addr: SocketAddr) -> std::io::Result<PortClaim> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("sluice-broker-port-{}", addr.port());
+    let unix_addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match std::os::unix::net::UnixListener::bind_addr(&unix_addr) {
+        Ok(socket) => Ok(PortClaim { _socket: socket }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another Sluice broker is already serving port {} (address in use)",
+                addr.port()
+            ),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_claimed_once_and_released_with_the_claim() {
+        // A port number no test broker uses: the claim does not bind the TCP port itself.
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let first = claim_listen_port(addr).unwrap();
+        let second = claim_listen_port(addr).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(second.to_string().contains("port 1"), "{second}");
+        // Another address on the same port overlaps under SO_REUSEPORT, so it is refused too.
+        assert!(claim_listen_port("0.0.0.0:1".parse().unwrap()).is_err());
+        drop(first);
+        claim_listen_port(addr).unwrap();
+    }
+}

@@ -91,6 +91,28 @@ def test_an_unknown_api_versions_version_gets_the_v0_fallback(broker):
     assert all(lo <= hi for _, lo, hi in entries)
 
 
+def test_a_second_broker_cannot_take_the_same_port(broker, tmp_path):
+    # The listeners share their port across shards with SO_REUSEPORT; a second broker must not
+    # be able to join them and take part of the connections. (A restart after kill -9 must
+    # still work: test_durability covers that.)
+    from conftest import sluice_bin
+
+    second = subprocess.run(
+        [str(sluice_bin()), "start", "--data-dir", str(tmp_path / "other"), "--listen",
+         broker.bootstrap],
+        capture_output=True,
+        timeout=30,
+    )
+    assert second.returncode != 0
+    assert b"in use" in second.stderr.lower(), second.stderr
+    # The first broker still answers, with its own cluster id on every connection.
+    ids = {
+        AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).cluster_id
+        for _ in range(4)
+    }
+    assert len(ids) == 1
+
+
 def test_cluster_authorized_operations_are_reported_when_asked(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     desc = admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
