@@ -65,6 +65,14 @@ fn run() -> Result<(), String> {
             .unwrap_or_default();
         messages.push(defs::parse(stem, &src)?);
     }
+    for m in &mut messages {
+        if m.kind == "response" {
+            mark_response_records(&mut m.fields);
+            for c in &mut m.commons {
+                mark_response_records(&mut c.fields);
+            }
+        }
+    }
 
     let mut code = String::new();
     let mut glue = String::new();
@@ -82,6 +90,19 @@ fn run() -> Result<(), String> {
     write("oracle_glue.rs", &glue)?;
     write("struct_sizes.rs", &gen_struct_sizes(&messages)?)?;
     Ok(())
+}
+
+/// A `records` field of a response becomes the internal type `response_records`, generated as
+/// [`Records`](../src/records.rs): the broker sends record data as a list of pieces (cached
+/// buffers, ranges of segment files) that the connection writes without joining them. Request
+/// records stay one `Bytes`, a slice of the received frame.
+fn mark_response_records(fields: &mut [FieldDef]) {
+    for f in fields {
+        if f.ty == "records" {
+            f.ty = "response_records".to_string();
+        }
+        mark_response_records(&mut f.fields);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,6 +268,7 @@ fn scalar_rust(ty: &str) -> String {
         "uuid" => "crate::Uuid".into(),
         "string" => "::std::string::String".into(),
         "bytes" | "records" => "::bytes::Bytes".into(),
+        "response_records" => "crate::Records".into(),
         other => other.to_string(),
     }
 }
@@ -311,6 +333,7 @@ fn default_expr(f: &FieldDef) -> Result<String, String> {
                 Some(s) => format!("::std::string::String::from({s:?})"),
             },
             "bytes" | "records" => "::bytes::Bytes::new()".into(),
+            "response_records" => "crate::Records::new()".into(),
             other => format!("{other}::default()"),
         }
     };
@@ -330,7 +353,8 @@ fn is_default(f: &FieldDef) -> Result<String, String> {
         return Ok(format!("self.{id}.is_none()"));
     }
     let ty = f.ty.as_str();
-    let emptyish = is_array(ty) || matches!(ty, "string" | "bytes" | "records");
+    let emptyish =
+        is_array(ty) || matches!(ty, "string" | "bytes" | "records" | "response_records");
     if emptyish {
         // A non-null default of these types is always empty (the converter rejects others).
         if ty == "string" && !matches!(d, None | Some("\"\"")) {
@@ -366,6 +390,7 @@ fn dec_elem(ty: &str, c: &str) -> String {
         "uuid" => "d.uuid()".into(),
         "string" => format!("d.string({c})"),
         "bytes" | "records" => format!("d.bytes({c})"),
+        "response_records" => format!("d.bytes({c}).map(crate::Records::from)"),
         s => format!("{s}::decode(d, version)"),
     }
 }
@@ -373,7 +398,7 @@ fn dec_elem(ty: &str, c: &str) -> String {
 fn min_elem(ty: &str, c: &str) -> String {
     match ty {
         "string" => format!("if {c} {{ 1 }} else {{ 2 }}"),
-        "bytes" | "records" => format!("if {c} {{ 1 }} else {{ 4 }}"),
+        "bytes" | "records" | "response_records" => format!("if {c} {{ 1 }} else {{ 4 }}"),
         s => match fixed_size(s) {
             Some(n) => n.to_string(),
             None => format!("{s}::min_size(version)"),
@@ -397,6 +422,9 @@ fn dec_field(f: &FieldDef) -> String {
         match ty {
             "string" => Some(format!("d.nullable_string({c})")),
             "bytes" | "records" => Some(format!("d.nullable_bytes({c})")),
+            "response_records" => Some(format!(
+                "d.nullable_bytes({c}).map(|v| v.map(crate::Records::from))"
+            )),
             s if !is_primitive(s) && nullable => Some(format!(
                 "crate::rt::nullable_struct(d, |d| {s}::decode(d, version))"
             )),
@@ -439,6 +467,9 @@ fn enc_elem(ty: &str, v: &str, c: &str, path: &str) -> String {
         "string" => format!("e.string({v}, {c}).map_err(|x| x.at({path:?}))?;"),
         "bytes" => format!("e.bytes({v}, {c}).map_err(|x| x.at({path:?}))?;"),
         "records" => format!("e.records({v}, {c}).map_err(|x| x.at({path:?}))?;"),
+        "response_records" => {
+            format!("e.response_records({v}, {c}).map_err(|x| x.at({path:?}))?;")
+        }
         _ => format!("{v}.encode(e, version)?;"),
     }
 }
@@ -497,6 +528,12 @@ fn enc_field(f: &FieldDef, v: &str, path: &str) -> String {
                 "e.nullable_records({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;"
             );
         }
+        "response_records" => {
+            let _ = write!(
+                s,
+                "e.nullable_response_records({v}.as_ref(), {c}).map_err(|x| x.at({path:?}))?;"
+            );
+        }
         _ => {
             let _ = write!(
                 s,
@@ -512,7 +549,7 @@ fn size_elem(ty: &str, v: &str, c: &str) -> String {
         "string" => {
             format!("crate::codec::size::string(::core::option::Option::Some({v}.len()), {c})")
         }
-        "bytes" | "records" => {
+        "bytes" | "records" | "response_records" => {
             format!("crate::codec::size::bytes(::core::option::Option::Some({v}.len()), {c})")
         }
         s => match fixed_size(s) {
@@ -550,7 +587,7 @@ fn size_field(f: &FieldDef, v: &str) -> String {
     }
     match ty {
         "string" => format!("crate::codec::size::string({v}.as_ref().map(|s| s.len()), {c})"),
-        "bytes" | "records" => {
+        "bytes" | "records" | "response_records" => {
             format!("crate::codec::size::bytes({v}.as_ref().map(|s| s.len()), {c})")
         }
         _ => format!("1 + {v}.as_ref().map_or(0, |inner| inner.encoded_size(version))"),
@@ -565,7 +602,7 @@ fn min_field(f: &FieldDef) -> String {
     }
     match ty {
         "string" => format!("if {c} {{ 1 }} else {{ 2 }}"),
-        "bytes" | "records" => format!("if {c} {{ 1 }} else {{ 4 }}"),
+        "bytes" | "records" | "response_records" => format!("if {c} {{ 1 }} else {{ 4 }}"),
         s => match fixed_size(s) {
             Some(n) => n.to_string(),
             None if nullable_type(f) => "1".into(),
@@ -954,6 +991,7 @@ fn gen_elem(m: &MessageDef, ty: &str) -> String {
         "uuid" => "r.uuid()".into(),
         "string" => "r.string()".into(),
         "bytes" | "records" => "r.bytes()".into(),
+        "response_records" => "sluice_protocol::Records::from(r.bytes())".into(),
         s => format!("{}(r, version)", gen_fn_name(m, s)),
     }
 }

@@ -128,8 +128,11 @@ pub async fn run_consumer(plan: ConsumerPlan, shared: Arc<Shared>) -> Result<Sid
                     });
                     continue;
                 }
-                let Some(records) = &p.records else { continue };
-                for (info, batch) in split_batches(records)? {
+                // A decoded response holds its records as one slice of the frame (no copy).
+                let Some(records) = p.records.as_ref().and_then(|r| r.to_bytes()) else {
+                    continue;
+                };
+                for (info, batch) in split_batches(&records)? {
                     if info.last_offset() < *offset {
                         continue;
                     }

@@ -261,7 +261,12 @@ impl Client {
                 });
                 continue;
             }
-            let raw = data.records.clone().unwrap_or_default();
+            // A decoded response holds its records as one slice of the frame (no copy).
+            let raw = data
+                .records
+                .as_ref()
+                .and_then(|r| r.to_bytes())
+                .unwrap_or_default();
             let (records, next_offset) = decode_record_set(&topic.name, partition, &raw, offset)?;
             out.push(FetchedPartition {
                 partition,

@@ -364,7 +364,7 @@ fn fetch_names_topics_by_id_when_it_can_and_by_name_otherwise() {
                         partition_index: topic.partitions[0].partition,
                         high_watermark: 42,
                         log_start_offset: 0,
-                        records: Some(batch.clone()),
+                        records: Some(batch.clone().into()),
                         ..PartitionData::default()
                     }],
                     ..FetchableTopicResponse::default()

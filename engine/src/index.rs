@@ -51,6 +51,18 @@ impl OffsetIndex {
         }
     }
 
+    /// The positions of the indexed batches that start in `(after, up_to]`, ascending. Each is
+    /// also where the batch before it ends, so a read may stop there.
+    pub fn positions_in(&self, after: FilePos, up_to: FilePos) -> impl Iterator<Item = u64> + '_ {
+        let from = self
+            .entries
+            .partition_point(|&(_, p)| u64::from(p) <= after.0);
+        self.entries[from..]
+            .iter()
+            .map(|&(_, p)| u64::from(p))
+            .take_while(move |&p| p <= up_to.0)
+    }
+
     /// The last entry, as an absolute offset and position.
     pub fn last(&self, base: Offset) -> Option<(Offset, FilePos)> {
         self.entries

@@ -39,7 +39,7 @@ use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
 use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
-use crate::segment_reader::{locate, read_batches, Located, ScanItem, Scanner};
+use crate::segment_reader::{batch_ends, locate, read_batches, Located, ScanItem, Scanner};
 use crate::segment_writer::SegmentWriter;
 use crate::types::{FilePos, Offset, TopicPartition};
 
@@ -123,6 +123,59 @@ impl ReadResult {
     /// All chunks concatenated (tests, small responses).
     pub fn to_vec(&self) -> Vec<u8> {
         self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
+/// One piece of a [`SendRead`].
+#[derive(Debug, Clone)]
+pub enum SendPiece {
+    /// Bytes in memory (a buffer of the batch cache).
+    Mem(Bytes),
+    /// `len` bytes at `pos` of a segment file, opened for buffered reads; the `Arc` keeps the
+    /// file readable until the send ends, even if the segment is deleted meanwhile. `Send`, so
+    /// the connection's shard can splice it to its socket.
+    File {
+        file: Arc<std::fs::File>,
+        pos: u64,
+        len: u64,
+    },
+}
+
+impl SendPiece {
+    pub fn len(&self) -> usize {
+        match self {
+            SendPiece::Mem(b) => b.len(),
+            SendPiece::File { len, .. } => *len as usize,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The result of a read for sending ([`Partition::read_for_send`]): whole batches as pieces
+/// that are never copied, and where batches end, so the sender can cut the data to a byte
+/// limit without looking at it.
+#[derive(Debug, Clone, Default)]
+pub struct SendRead {
+    pub pieces: Vec<SendPiece>,
+    /// Positions in the concatenation of `pieces` where a batch ends, ascending; the last is
+    /// the total length. Not necessarily every batch end (cold reads know the ends that the
+    /// sparse index and a short header scan give), but cutting at any of them leaves whole
+    /// batches, and the first is the end of the first batch.
+    pub batch_ends: Vec<u64>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+    /// Whether the data came from the batch cache.
+    pub from_cache: bool,
+}
+
+impl SendRead {
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(SendPiece::len).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pieces.iter().all(SendPiece::is_empty)
     }
 }
 
@@ -500,6 +553,88 @@ impl Partition {
             len: data.len() as u64,
         });
         out.chunks.push(data);
+        Ok(out)
+    }
+
+    /// Reads like [`Partition::read`], for sending to a consumer without copying: batches in
+    /// the batch cache come as their cached buffers, batches on disk as one range of the
+    /// segment file (which the connection splices to its socket), with their boundaries found
+    /// from the sparse index and batch headers, never by reading the data. Everything returned
+    /// is below the returned high watermark. Runs on the home shard.
+    pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead> {
+        let inner = &self.inner;
+        let (log_start, hw) = {
+            let st = inner.st.borrow();
+            (st.log_start, st.writer.written_offset())
+        };
+        if offset < log_start || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                tp: inner.tp.clone(),
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
+        let mut out = SendRead {
+            high_watermark: hw,
+            log_start_offset: log_start,
+            ..SendRead::default()
+        };
+        if offset == hw {
+            return Ok(out);
+        }
+        if let Some(run) = inner.ctx.cache.read(inner.cache_id, offset, max_bytes, hw) {
+            let mut end = 0u64;
+            for b in run {
+                end += b.len() as u64;
+                out.batch_ends.push(end);
+                out.pieces.push(SendPiece::Mem(b.header));
+                out.pieces.push(SendPiece::Mem(b.body));
+            }
+            out.from_cache = true;
+            return Ok(out);
+        }
+        let (seg, readable, found) = inner.locate_offset(offset).await?;
+        let Some(loc) = found else {
+            return Ok(out);
+        };
+        let file = match seg.send_file() {
+            Ok(f) => f,
+            // Retention deleted the segment while the read was locating the batch: the offset
+            // is below the log start now, which is what the consumer must be told.
+            Err(_) if !inner.st.borrow().segments.contains_key(&seg.base()) => {
+                let st = inner.st.borrow();
+                return Err(Error::OffsetOutOfRange {
+                    tp: inner.tp.clone(),
+                    offset,
+                    log_start: st.log_start,
+                    log_end: st.writer.written_offset(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let start = loc.pos.0;
+        let limit = (start + (max_bytes as u64).max(loc.header.total_len)).min(readable);
+        let ends = batch_ends(&seg, loc, limit, readable).await?;
+        let stop = ends.last().copied().unwrap_or(start);
+        if stop <= start || stop > readable {
+            return Err(Error::CorruptLog {
+                segment: seg.log_path(),
+                pos: loc.pos,
+                detail: format!(
+                    "batch boundaries [{start}, {stop}) outside the readable {readable} bytes"
+                ),
+            });
+        }
+        out.batch_ends = ends.into_iter().map(|e| e - start).collect();
+        out.pieces.push(SendPiece::File {
+            file,
+            pos: start,
+            len: stop - start,
+        });
+        // `readable` was read after `hw`; what it covers is written, so report the high
+        // watermark as of now, which covers every byte returned.
+        out.high_watermark = inner.st.borrow().writer.written_offset();
         Ok(out)
     }
 

@@ -8,7 +8,9 @@
 //! and their indexes were written and synced, when they rolled.
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
@@ -60,6 +62,9 @@ pub struct Segment {
     base: Offset,
     dir: PathBuf,
     file: AnyFile,
+    /// A buffered, read-only descriptor of the `.log` file for zero-copy sends, opened on first
+    /// use (see [`Segment::send_file`]).
+    send_file: RefCell<Option<Arc<File>>>,
     pub meta: RefCell<SegmentMeta>,
 }
 
@@ -79,6 +84,7 @@ impl Segment {
             base,
             dir: dir.to_path_buf(),
             file,
+            send_file: RefCell::new(None),
             meta: RefCell::new(SegmentMeta {
                 next_offset: base,
                 size: len,
@@ -111,6 +117,27 @@ impl Segment {
     }
     pub fn readable(&self) -> u64 {
         self.meta.borrow().readable
+    }
+
+    /// The `.log` file opened for buffered reads, from which fetches splice record data to
+    /// sockets (page cache → pipe → socket, never through user space). Opened on first use and
+    /// then shared: a file range handed to a send holds the `Arc`, so the bytes stay readable
+    /// even if retention deletes the segment before the send ends.
+    ///
+    /// Reading through the page cache a file that is written with O_DIRECT is coherent for
+    /// what a fetch may read: a direct write invalidates the cached pages of its range once it
+    /// completes, and only bytes below the readable length (written, and never rewritten with
+    /// other contents) are ever read. The open is a short blocking call, once per segment.
+    pub fn send_file(&self) -> Result<Arc<File>> {
+        if let Some(f) = self.send_file.borrow().as_ref() {
+            return Ok(f.clone());
+        }
+        let path = self.log_path();
+        let f = Arc::new(
+            File::open(&path).map_err(|e| Error::io("open segment for sending", &path, e))?,
+        );
+        *self.send_file.borrow_mut() = Some(f.clone());
+        Ok(f)
     }
 
     /// Records a batch just placed at `pos` in the in-memory indexes and facts.

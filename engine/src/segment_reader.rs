@@ -195,3 +195,48 @@ pub async fn read_batches(
     }
     Ok(data.slice(..keep))
 }
+
+/// How much a boundary scan reads at a time: it only needs batch headers, and it starts at most
+/// one index interval (plus one batch) before where it stops.
+const BOUNDARY_SCAN_BYTES: usize = 8 * 1024;
+
+/// The ends of whole batches from the located batch on, up to `limit` (a file position at
+/// most the segment's readable length), without reading the batches: the first batch's end
+/// always (KIP-74: it is sent whole even when larger than the limit), every indexed batch start
+/// in between (the sparse index lists batch starts, and a start is the previous batch's end),
+/// and the batches after the last of those found by reading their headers alone. `readable` is
+/// the segment's readable length that `limit` was derived from (a batch boundary). Positions
+/// are absolute and ascending; the last is where a read of whole batches may stop.
+///
+/// The zero-copy read uses this: the length of a records range must be exact before the
+/// response header is written, and the bytes themselves are moved by the kernel later.
+pub async fn batch_ends(
+    seg: &Segment,
+    first: Located,
+    limit: u64,
+    readable: u64,
+) -> Result<Vec<u64>> {
+    let first_end = first.pos.0 + first.header.total_len;
+    let mut ends = vec![first_end];
+    if first_end >= limit {
+        return Ok(ends);
+    }
+    if let Some(ix) = seg.meta.borrow().index.as_ref() {
+        ends.extend(ix.positions_in(FilePos(first_end), FilePos(limit)));
+    }
+    let at = ends.last().copied().unwrap_or(first_end);
+    if at == limit || limit == readable {
+        // The readable end is a batch boundary: the writer only publishes whole appends.
+        if at != limit {
+            ends.push(limit);
+        }
+        return Ok(ends);
+    }
+    let mut scanner = Scanner::new(seg.file(), at, limit, BOUNDARY_SCAN_BYTES);
+    // A batch that reaches past `limit` (or a short tail) ends the scan: it is left for the
+    // next fetch. Corruption there is reported by the read that starts at it.
+    while let ScanItem::Batch { pos, header, .. } = scanner.next(false).await? {
+        ends.push(pos.0 + header.total_len);
+    }
+    Ok(ends)
+}

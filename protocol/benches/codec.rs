@@ -51,7 +51,7 @@ fn fetch_response(partitions: usize) -> Response {
                     high_watermark: 1_000_000,
                     last_stable_offset: 1_000_000,
                     log_start_offset: 0,
-                    records: Some(records.clone()),
+                    records: Some(records.clone().into()),
                     ..Default::default()
                 })
                 .collect(),

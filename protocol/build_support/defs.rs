@@ -123,8 +123,19 @@ pub struct MessageDef {
 }
 
 pub const PRIMITIVES: &[&str] = &[
-    "bool", "int8", "int16", "uint16", "int32", "int64", "float64", "uuid", "string", "bytes",
+    "bool",
+    "int8",
+    "int16",
+    "uint16",
+    "int32",
+    "int64",
+    "float64",
+    "uuid",
+    "string",
+    "bytes",
     "records",
+    // Not written in definition files: `build.rs` gives a response's `records` fields this type.
+    "response_records",
 ];
 
 pub fn is_primitive(ty: &str) -> bool {

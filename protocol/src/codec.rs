@@ -21,6 +21,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::records::{FileRange, Records, RecordsPiece};
 
 /// A 128-bit Kafka UUID (topic ids, directory ids), as its 16 raw big-endian bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,15 +286,35 @@ impl Decoder {
 /// An encoded frame as a list of chunks to be written in order (scatter/gather). The first
 /// chunk holds the size prefix and the response skeleton; each large records value that was
 /// not copied is a chunk of its own.
+///
+/// A response's records may also hold ranges of files ([`FileRange`]); they are listed in
+/// `files`, each with the index of the chunk it goes before (`chunks.len()` for after the
+/// last), and the size prefix counts them. Only responses have them, and only the broker's
+/// connection writer sends them; a frame with `files` is not complete without them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedFrame {
     pub chunks: Vec<Bytes>,
+    pub files: Vec<(usize, FileRange)>,
+}
+
+impl From<Bytes> for EncodedFrame {
+    fn from(b: Bytes) -> EncodedFrame {
+        EncodedFrame {
+            chunks: vec![b],
+            files: Vec::new(),
+        }
+    }
 }
 
 impl EncodedFrame {
-    /// Total bytes over all chunks (the size prefix included).
+    /// Total bytes over all chunks and file ranges (the size prefix included).
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        self.chunks.iter().map(Bytes::len).sum::<usize>()
+            + self
+                .files
+                .iter()
+                .map(|(_, f)| f.len as usize)
+                .sum::<usize>()
     }
 
     /// True when the frame has no bytes at all.
@@ -301,8 +322,13 @@ impl EncodedFrame {
         self.len() == 0
     }
 
-    /// Copies all chunks into one contiguous buffer (tests and small frames).
+    /// Copies all chunks into one contiguous buffer (tests and small frames). Only for frames
+    /// without file ranges: the codec reads no file, so their bytes cannot be included.
     pub fn to_contiguous(&self) -> Bytes {
+        debug_assert!(
+            self.files.is_empty(),
+            "a frame with file ranges has no contiguous form"
+        );
         if self.chunks.len() == 1 {
             return self.chunks[0].clone();
         }
@@ -314,6 +340,12 @@ impl EncodedFrame {
     }
 }
 
+/// What the encoder inserts into the skeleton at a recorded offset.
+enum Shared {
+    Bytes(Bytes),
+    File(FileRange),
+}
+
 /// Writes Kafka primitives into a growable buffer; in vectored mode `records` values of at
 /// least `split_threshold` bytes are referenced, not copied.
 ///
@@ -322,7 +354,7 @@ impl EncodedFrame {
 /// patched at the end. `finish` cuts the frozen skeleton at the recorded offsets.
 pub struct Encoder {
     buf: BytesMut,
-    splits: Vec<(usize, Bytes)>,
+    splits: Vec<(usize, Shared)>,
     shared_len: usize,
     split_threshold: usize,
 }
@@ -390,23 +422,25 @@ impl Encoder {
     pub fn finish(self) -> EncodedFrame {
         let skeleton = self.buf.freeze();
         if self.splits.is_empty() {
-            return EncodedFrame {
-                chunks: vec![skeleton],
-            };
+            return EncodedFrame::from(skeleton);
         }
         let mut chunks = Vec::with_capacity(2 * self.splits.len() + 1);
+        let mut files = Vec::new();
         let mut start = 0;
-        for (at, blob) in self.splits {
+        for (at, shared) in self.splits {
             if at > start {
                 chunks.push(skeleton.slice(start..at));
             }
-            chunks.push(blob);
+            match shared {
+                Shared::Bytes(blob) => chunks.push(blob),
+                Shared::File(range) => files.push((chunks.len(), range)),
+            }
             start = at;
         }
         if start < skeleton.len() {
             chunks.push(skeleton.slice(start..));
         }
-        EncodedFrame { chunks }
+        EncodedFrame { chunks, files }
     }
 
     /// Finishes into one contiguous buffer.
@@ -534,18 +568,46 @@ impl Encoder {
     ) -> Result<(), EncodeError> {
         self.length(v.map(Bytes::len), compact, true)?;
         if let Some(b) = v {
-            if b.len() >= self.split_threshold && !b.is_empty() {
-                self.splits.push((self.buf.len(), b.clone()));
-                self.shared_len += b.len();
-            } else {
-                self.buf.put_slice(b);
-            }
+            self.records_bytes(b);
         }
         Ok(())
     }
 
     pub fn records(&mut self, v: &Bytes, compact: bool) -> Result<(), EncodeError> {
         self.nullable_records(Some(v), compact)
+    }
+
+    /// A response's `records` value: each piece is written like a `records` value (large
+    /// buffers referenced, small ones copied), and file ranges are always referenced.
+    pub fn nullable_response_records(
+        &mut self,
+        v: Option<&Records>,
+        compact: bool,
+    ) -> Result<(), EncodeError> {
+        self.length(v.map(Records::len), compact, true)?;
+        for piece in v.map_or(&[][..], Records::pieces) {
+            match piece {
+                RecordsPiece::Bytes(b) => self.records_bytes(b),
+                RecordsPiece::File(f) => {
+                    self.splits.push((self.buf.len(), Shared::File(f.clone())));
+                    self.shared_len += f.len as usize;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn response_records(&mut self, v: &Records, compact: bool) -> Result<(), EncodeError> {
+        self.nullable_response_records(Some(v), compact)
+    }
+
+    fn records_bytes(&mut self, b: &Bytes) {
+        if b.len() >= self.split_threshold && !b.is_empty() {
+            self.splits.push((self.buf.len(), Shared::Bytes(b.clone())));
+            self.shared_len += b.len();
+        } else {
+            self.buf.put_slice(b);
+        }
     }
 
     /// An array count (`None` for a null array).

@@ -254,6 +254,7 @@ mod tests {
     use crate::messages::produce_request::{
         PartitionProduceData, ProduceRequest, TopicProduceData,
     };
+    use crate::records::{FileRange, Records, RecordsPiece};
 
     fn body(frame: &EncodedFrame) -> Bytes {
         let flat = frame.to_contiguous();
@@ -386,7 +387,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, b)| PartitionData {
                         partition_index: i as i32,
-                        records: Some(b.clone()),
+                        records: Some(b.clone().into()),
                         ..Default::default()
                     })
                     .collect(),
@@ -412,13 +413,57 @@ mod tests {
             assert_eq!(f.responses[0].partitions.len(), 3);
             assert_eq!(
                 f.responses[0].partitions[2].records.as_ref(),
-                Some(&blobs[2])
+                Some(&Records::from(blobs[2].clone()))
             );
             let contiguous =
                 encode_response_with(1, version, &Response::Fetch(resp.clone()), usize::MAX)
                     .unwrap();
             assert_eq!(contiguous.chunks.len(), 1);
             assert_eq!(contiguous.to_contiguous(), frame.to_contiguous());
+        }
+    }
+
+    #[test]
+    fn fetch_response_file_ranges_are_referenced_in_order() {
+        // The codec never reads the file; any open file will do.
+        let file = std::sync::Arc::new(std::fs::File::open("Cargo.toml").unwrap());
+        let range = FileRange {
+            file,
+            offset: 100,
+            len: 5000,
+        };
+        let big = Bytes::from(vec![1u8; 8192]);
+        let small = Bytes::from_static(b"tiny");
+        let records = Records::from_pieces(vec![
+            RecordsPiece::Bytes(small.clone()),
+            RecordsPiece::File(range.clone()),
+            RecordsPiece::Bytes(big.clone()),
+        ]);
+        let resp = FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![PartitionData {
+                    records: Some(records),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for version in [4, 12, 16] {
+            let frame = encode_response(1, version, &Response::Fetch(resp.clone())).unwrap();
+            assert_eq!(frame.files.len(), 1);
+            let (at, got) = &frame.files[0];
+            assert_eq!(got, &range);
+            // The skeleton (with the small piece copied in) precedes the range; the large
+            // buffer follows it as its own chunk.
+            assert!(frame.chunks[..*at].iter().any(|c| c.ends_with(b"tiny")));
+            assert_eq!(frame.chunks[*at].as_ptr(), big.as_ptr());
+            let prefix = i32::from_be_bytes(frame.chunks[0][..4].try_into().unwrap());
+            assert_eq!(prefix as usize, frame.len() - 4);
+            let without =
+                encode_response(1, version, &Response::Fetch(FetchResponse::default())).unwrap();
+            assert!(frame.len() > without.len() + 4 + 5000 + 8192);
         }
     }
 

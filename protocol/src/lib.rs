@@ -23,11 +23,13 @@
 
 pub mod codec;
 pub mod error;
+pub mod records;
 #[doc(hidden)]
 pub mod rt;
 
 pub use codec::{Decoder, EncodedFrame, Encoder, Uuid};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use records::{FileRange, Records, RecordsPiece};
 
 /// One generated message type (a request, response, header or data message).
 pub trait Message: Sized {

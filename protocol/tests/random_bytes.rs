@@ -65,7 +65,7 @@ fn valid_frames() -> Vec<(Bytes, Option<(ApiKey, i16)>)> {
             partitions: (0..3)
                 .map(|i| PartitionData {
                     partition_index: i,
-                    records: Some(Bytes::from(vec![7; 30])),
+                    records: Some(Bytes::from(vec![7; 30]).into()),
                     ..Default::default()
                 })
                 .collect(),

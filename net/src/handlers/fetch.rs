@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_engine::batch::peek_offset_and_len;
 use sluice_engine::error::Error as EngineError;
 use sluice_engine::types::{Offset, ShardId, TopicPartition};
@@ -32,7 +32,7 @@ use sluice_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use sluice_protocol::messages::request_header::RequestHeader;
-use sluice_protocol::Uuid;
+use sluice_protocol::{Records, RecordsPiece, Uuid};
 
 use crate::broker::BrokerCtx;
 use crate::cluster::Slot;
@@ -173,6 +173,7 @@ pub async fn handle(
         if bytes >= min_bytes || any_error || Instant::now() >= deadline {
             break reads;
         }
+        let _parked = ctx.state().metrics.fetch_parked();
         wait_for_appends(ctx, &targets, deadline).await;
         if Instant::now() >= deadline {
             // One last read: the wait may have ended because of an append just before the
@@ -214,7 +215,9 @@ pub async fn handle(
                 None
             },
             preferred_read_replica: -1,
-            records: Some(join(read.chunks)),
+            records: Some(Records::from_pieces(
+                read.chunks.into_iter().map(RecordsPiece::Bytes).collect(),
+            )),
             ..PartitionData::default()
         };
         let same_topic = responses
@@ -584,24 +587,6 @@ pub fn trim_to_batches(chunks: Vec<Bytes>, limit: usize) -> Vec<Bytes> {
     out
 }
 
-/// One `Bytes` for a partition's records: the chunk itself when there is one (no copy), the
-/// chunks joined otherwise.
-fn join(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            // A copy: the response's records field takes one `Bytes`. The batch cache returns
-            // one chunk per cached batch, so hot reads of many small batches land here.
-            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in &chunks {
-                out.extend_from_slice(c);
-            }
-            out.freeze()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,15 +632,5 @@ mod tests {
         assert_eq!(trim_to_batches(chunks.clone(), 130).len(), 2);
         assert_eq!(total(&trim_to_batches(chunks.clone(), 99)), 0);
         assert_eq!(first_batch_len(&chunks), 100);
-    }
-
-    #[test]
-    fn joining_one_chunk_does_not_copy() {
-        let c = Bytes::from(batch(0, 64));
-        let joined = join(vec![c.clone()]);
-        assert_eq!(joined.as_ptr(), c.as_ptr());
-        let two = join(vec![c.clone(), c.clone()]);
-        assert_eq!(two.len(), 128);
-        assert!(join(Vec::new()).is_empty());
     }
 }
