@@ -14,6 +14,7 @@ pub mod index;
 pub mod io;
 pub mod limits;
 pub mod partition;
+pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
