@@ -352,8 +352,8 @@ fn describe_text(
                 end.map_or_else(|| "-".to_owned(), |e| e.to_string()),
                 lag,
                 member.map_or_else(|| "-".to_owned(), |m| m.member_id.clone()),
-                member.map_or_else(|| "-".to_owned(), |m| m.client_host.clone()),
-                member.map_or_else(|| "-".to_owned(), |m| m.client_id.clone()),
+                member.map_or_else(|| "-".to_owned(), |m| or_dash(&m.client_host)),
+                member.map_or_else(|| "-".to_owned(), |m| or_dash(&m.client_id)),
             ]
         })
         .collect();
@@ -380,8 +380,8 @@ fn describe_text(
                 vec![
                     m.member_id.clone(),
                     m.instance_id.clone().unwrap_or_else(|| "-".to_owned()),
-                    m.client_host.clone(),
-                    m.client_id.clone(),
+                    or_dash(&m.client_host),
+                    or_dash(&m.client_id),
                     assignment_text(&m.assignment),
                 ]
             })
@@ -416,10 +416,15 @@ fn assignment_text(assignment: &Assignment) -> String {
 }
 
 fn display_protocol_type(protocol_type: &str) -> String {
-    if protocol_type.is_empty() {
+    or_dash(protocol_type)
+}
+
+/// A table cell: "-" for an empty value, so that columns stay countable.
+fn or_dash(value: &str) -> String {
+    if value.is_empty() {
         "-".to_owned()
     } else {
-        protocol_type.to_owned()
+        value.to_owned()
     }
 }
 
