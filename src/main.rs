@@ -74,6 +74,28 @@ struct StartArgs {
     /// How often expired segments are deleted, in ms [default: 300000].
     #[arg(long)]
     log_retention_check_interval_ms: Option<u64>,
+    /// Partitions of __consumer_offsets when the broker creates it [default: 50].
+    #[arg(long)]
+    offsets_topic_num_partitions: Option<i32>,
+    /// How long a new group waits for more members before its first rebalance, in ms
+    /// [default: 3000].
+    #[arg(long)]
+    group_initial_rebalance_delay_ms: Option<u64>,
+    /// Smallest session timeout a consumer may ask for, in ms [default: 6000].
+    #[arg(long)]
+    group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a consumer may ask for, in ms [default: 1800000].
+    #[arg(long)]
+    group_max_session_timeout_ms: Option<i32>,
+    /// Most members one consumer group may have [default: unlimited].
+    #[arg(long)]
+    group_max_size: Option<i32>,
+    /// How long offsets of a group without members are kept, in minutes [default: 10080].
+    #[arg(long)]
+    offsets_retention_minutes: Option<u64>,
+    /// How often expired offsets are deleted, in ms [default: 600000].
+    #[arg(long)]
+    offsets_retention_check_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -87,6 +109,13 @@ impl StartArgs {
             log_level: self.log_level.clone(),
             dev: self.dev.then_some(true),
             log_retention_check_interval_ms: self.log_retention_check_interval_ms,
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            group_max_size: self.group_max_size,
+            offsets_retention_minutes: self.offsets_retention_minutes,
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
             ..ConfigLayer::default()
         }
     }

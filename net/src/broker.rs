@@ -55,6 +55,8 @@ pub struct ShardState {
     pub notifier: crate::notify::AppendNotifier,
     /// Incremental fetch sessions of this shard's connections.
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::groups::coordinator::GroupsShard,
 }
 
 /// The shard context every handler gets.
@@ -158,11 +160,18 @@ async fn run_shard(
                 nr_shards,
                 crate::fetch_sessions::FETCH_SESSIONS_PER_SHARD_MAX,
             ),
+            groups: crate::groups::coordinator::GroupsShard::default(),
         })
         .await
         .map_err(|e| e.to_string())?;
     // Open (and recover) this shard's partitions before accepting any connection.
     cluster::apply_snapshot(&ctx, initial).await;
+    // The offsets topic exists on every shard before the broker reports ready.
+    if id == CONTROL_SHARD {
+        crate::groups::ensure_offsets_topic(&ctx)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", crate::groups::OFFSETS_TOPIC))?;
+    }
     let listener = server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     listening.fetch_add(1, Ordering::SeqCst);
@@ -187,6 +196,7 @@ async fn run_shard(
         },
     };
     spawn_retention(&ctx, shared.clone());
+    crate::groups::start(&ctx, shared.clone());
     let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
     server::accept_loop(listener, listener_config, shared, handler).await;
     cluster::close_all(&ctx).await;

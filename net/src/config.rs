@@ -19,6 +19,18 @@ pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
 /// Default `log.retention.check.interval.ms` (Kafka's default, 5 minutes).
 pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Default `offsets.topic.num.partitions` (Kafka's default).
+pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Default `group.initial.rebalance.delay.ms` (Kafka's default).
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: u64 = 3000;
+/// Default `group.min.session.timeout.ms` (Kafka's default).
+pub const GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT: i32 = 6000;
+/// Default `group.max.session.timeout.ms` (Kafka's default, 30 minutes).
+pub const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 30 * 60 * 1000;
+/// Default `offsets.retention.minutes` (Kafka's default, 7 days).
+pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
+/// Default `offsets.retention.check.interval.ms` (Kafka's default, 10 minutes).
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Requests of one connection that may be in flight (decoded, not yet answered) at once.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 32;
 
@@ -54,6 +66,13 @@ pub struct ConfigLayer {
     pub auto_create_topics_enable: Option<bool>,
     pub num_partitions: Option<i32>,
     pub log_retention_check_interval_ms: Option<u64>,
+    pub offsets_topic_num_partitions: Option<i32>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub group_max_size: Option<i32>,
+    pub offsets_retention_minutes: Option<u64>,
+    pub offsets_retention_check_interval_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -93,6 +112,25 @@ impl ConfigLayer {
             log_retention_check_interval_ms: over
                 .log_retention_check_interval_ms
                 .or(self.log_retention_check_interval_ms),
+            offsets_topic_num_partitions: over
+                .offsets_topic_num_partitions
+                .or(self.offsets_topic_num_partitions),
+            group_initial_rebalance_delay_ms: over
+                .group_initial_rebalance_delay_ms
+                .or(self.group_initial_rebalance_delay_ms),
+            group_min_session_timeout_ms: over
+                .group_min_session_timeout_ms
+                .or(self.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: over
+                .group_max_session_timeout_ms
+                .or(self.group_max_session_timeout_ms),
+            group_max_size: over.group_max_size.or(self.group_max_size),
+            offsets_retention_minutes: over
+                .offsets_retention_minutes
+                .or(self.offsets_retention_minutes),
+            offsets_retention_check_interval_ms: over
+                .offsets_retention_check_interval_ms
+                .or(self.offsets_retention_check_interval_ms),
         }
     }
 }
@@ -117,6 +155,20 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// How often each shard deletes segments past `retention.ms` / `retention.bytes`.
     pub log_retention_check_interval_ms: u64,
+    /// Partitions of `__consumer_offsets` when the broker creates it (an existing topic keeps
+    /// its count: groups are mapped by the count the topic has).
+    pub offsets_topic_num_partitions: i32,
+    /// How long a new (Empty) group waits for more members before its first rebalance.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Bounds on the session timeout a member may ask for (INVALID_SESSION_TIMEOUT outside).
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Most members one group may have (GROUP_MAX_SIZE_REACHED beyond).
+    pub group_max_size: i32,
+    /// How long committed offsets of a group without members are kept.
+    pub offsets_retention_minutes: u64,
+    /// How often each coordinator shard looks for expired offsets.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -156,6 +208,48 @@ impl BrokerConfig {
                 message: format!("{socket_request_max_bytes} is outside 1024..=2147483647"),
             });
         }
+        let offsets_topic_num_partitions = layer
+            .offsets_topic_num_partitions
+            .unwrap_or(OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT);
+        if let Err(e) = crate::topics::check_partition_count(offsets_topic_num_partitions) {
+            return Err(ConfigError::Invalid {
+                key: "offsets-topic-num-partitions",
+                message: e.to_string(),
+            });
+        }
+        let group_min_session_timeout_ms = layer
+            .group_min_session_timeout_ms
+            .unwrap_or(GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT);
+        let group_max_session_timeout_ms = layer
+            .group_max_session_timeout_ms
+            .unwrap_or(GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT);
+        if group_min_session_timeout_ms < 1
+            || group_max_session_timeout_ms < group_min_session_timeout_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "group-min-session-timeout-ms",
+                message: format!(
+                    "{group_min_session_timeout_ms} must be at least 1 and at most \
+                     group-max-session-timeout-ms ({group_max_session_timeout_ms})"
+                ),
+            });
+        }
+        let group_max_size = layer.group_max_size.unwrap_or(i32::MAX);
+        if group_max_size < 1 {
+            return Err(ConfigError::Invalid {
+                key: "group-max-size",
+                message: format!("{group_max_size} must be at least 1"),
+            });
+        }
+        let offsets_retention_minutes = layer
+            .offsets_retention_minutes
+            .unwrap_or(OFFSETS_RETENTION_MINUTES_DEFAULT);
+        if offsets_retention_minutes < 1 {
+            return Err(ConfigError::Invalid {
+                key: "offsets-retention-minutes",
+                message: format!("{offsets_retention_minutes} must be at least 1"),
+            });
+        }
         Ok(BrokerConfig {
             data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             listen,
@@ -175,6 +269,18 @@ impl BrokerConfig {
             log_retention_check_interval_ms: layer
                 .log_retention_check_interval_ms
                 .unwrap_or(LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
+                .max(1),
+            offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms: layer
+                .group_initial_rebalance_delay_ms
+                .unwrap_or(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT),
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_max_size,
+            offsets_retention_minutes,
+            offsets_retention_check_interval_ms: layer
+                .offsets_retention_check_interval_ms
+                .unwrap_or(OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
                 .max(1),
         })
     }

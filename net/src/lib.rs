@@ -8,6 +8,7 @@ pub mod connection;
 pub mod data_dir;
 pub mod errors;
 pub mod fetch_sessions;
+pub mod groups;
 pub mod handlers;
 pub mod notify;
 pub mod server;

@@ -19,6 +19,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30
+# Consumer-group timings that keep the group tests fast, unless a test gives its own: no
+# initial rebalance delay (Kafka waits 3 s for more members of a new group) and session
+# timeouts allowed down to 1 s (Kafka's minimum is 6 s).
+GROUP_ARGS = {
+    "--group-initial-rebalance-delay-ms": "0",
+    "--group-min-session-timeout-ms": "1000",
+}
 
 
 def sluice_bin() -> Path:
@@ -60,6 +67,9 @@ class Broker:
             "info",
             *self.extra_args,
         ]
+        for flag, value in GROUP_ARGS.items():
+            if flag not in self.extra_args:
+                args += [flag, value]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
         deadline = time.time() + READY_TIMEOUT_S

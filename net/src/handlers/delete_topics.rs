@@ -4,7 +4,8 @@
 //! then published); every shard closes the topic's partitions it is home of and removes their
 //! directories before the response is sent, so a topic re-created under the same name starts
 //! empty. A name that does not exist is UNKNOWN_TOPIC_OR_PARTITION, an id that does not exist
-//! UNKNOWN_TOPIC_ID. Runs on the connection's shard.
+//! UNKNOWN_TOPIC_ID. Internal topics (`__consumer_offsets`) are refused with
+//! TOPIC_AUTHORIZATION_FAILED. Runs on the connection's shard.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -91,6 +92,22 @@ pub async fn handle(
                     "the topic appears more than once in the request".into(),
                 )),
             ));
+            continue;
+        }
+        // Internal topics hold broker state (committed offsets); a client may not delete
+        // them, and is told so the way Kafka refuses a deletion it does not authorize.
+        if name
+            .as_deref()
+            .and_then(|n| snapshot.topic(n))
+            .is_some_and(|m| m.internal)
+        {
+            responses.push(DeletableTopicResult {
+                name,
+                topic_id: id,
+                error_code: errors::TOPIC_AUTHORIZATION_FAILED,
+                error_message: Some("internal topics cannot be deleted".into()),
+                ..DeletableTopicResult::default()
+            });
             continue;
         }
         let change_target = target.clone();

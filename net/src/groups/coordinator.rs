@@ -1,0 +1,711 @@
+//! The group coordinator of one shard: the groups whose `__consumer_offsets` partition this
+//! shard is the home of, the JoinGroup/SyncGroup calls waiting on them, their timers, and
+//! their persistence.
+//!
+//! Every function here runs on the coordinator shard (the handlers reach it through
+//! `groups::on_coordinator`). Changes follow one pattern: apply an event to the pure
+//! [`Group`] state machine, write what must be durable to the group's partition of
+//! `__consumer_offsets` with fdatasync (offset commits before they are acknowledged, group
+//! metadata before SyncGroup answers go out), then answer the waiting calls. The state lives in
+//! `RefCell`s that are never borrowed across an await.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalSender};
+use sluice_engine::builder::BatchBuilder;
+use sluice_engine::compression::Codec;
+use sluice_engine::durability::Durability;
+use sluice_engine::partition::{now_ms, Partition};
+use sluice_engine::types::TopicPartition;
+
+use crate::broker::BrokerCtx;
+use crate::cluster::Slot;
+use crate::errors;
+use crate::groups::records::{self, GroupValue, MemberValue, OffsetValue};
+use crate::groups::state::{
+    CommittedOffset, Effects, Group, GroupLimits, GroupState, JoinOutcome, JoinReply, JoinRequest,
+    Leaving, SyncOutcome, SyncReply,
+};
+use crate::groups::OFFSETS_TOPIC;
+
+/// Whether a `__consumer_offsets` partition of this shard has been read back yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadState {
+    Loading,
+    Loaded,
+}
+
+/// The coordinator state of one shard.
+///
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+pub struct GroupsShard {
+    groups: RefCell<HashMap<String, Group>>,
+    /// The `__consumer_offsets` partitions this shard coordinates, by partition index.
+    partitions: RefCell<HashMap<i32, LoadState>>,
+    join_waiters: RefCell<HashMap<(String, String), LocalSender<JoinReply>>>,
+    sync_waiters: RefCell<HashMap<(String, String), LocalSender<SyncReply>>>,
+    /// Makes member ids unique on this shard.
+    member_seq: Cell<u64>,
+}
+
+impl GroupsShard {
+    /// The load state of one of this shard's offsets partitions (`None`: not coordinated
+    /// here).
+    pub fn load_state(&self, partition: i32) -> Option<LoadState> {
+        self.partitions.borrow().get(&partition).copied()
+    }
+
+    pub(crate) fn set_load_state(&self, partition: i32, state: LoadState) {
+        self.partitions.borrow_mut().insert(partition, state);
+    }
+
+    /// Installs groups rebuilt from the log (start-up).
+    pub(crate) fn install(&self, groups: Vec<Group>) {
+        let mut map = self.groups.borrow_mut();
+        for g in groups {
+            map.insert(g.id.clone(), g);
+        }
+    }
+
+    /// A copy of a group, if it exists.
+    pub fn group(&self, group_id: &str) -> Option<Group> {
+        self.groups.borrow().get(group_id).cloned()
+    }
+
+    /// Every group of this shard with its protocol type and state.
+    pub fn listing(&self) -> Vec<(String, String, GroupState)> {
+        self.groups
+            .borrow()
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect()
+    }
+
+    /// A member id as Kafka makes them: the client id, a dash and a UUID.
+    fn new_member_id(&self, shard: u32, client_id: &str) -> String {
+        let seq = self.member_seq.get() + 1;
+        self.member_seq.set(seq);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let hi = mix(nanos ^ u64::from(shard).rotate_left(48));
+        let lo = mix(seq ^ nanos.rotate_left(17));
+        format!(
+            "{client_id}-{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0xfff,
+            0x8000 | (lo >> 48) & 0x3fff,
+            lo & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// splitmix64: spreads the bits of a counter so ids do not look sequential.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The group settings of the broker config.
+pub fn limits(ctx: &BrokerCtx) -> GroupLimits {
+    let c = &ctx.state().config;
+    GroupLimits {
+        min_session_timeout_ms: c.group_min_session_timeout_ms,
+        max_session_timeout_ms: c.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: c.group_initial_rebalance_delay_ms as i64,
+        max_size: c.group_max_size,
+    }
+}
+
+/// A JoinGroup as the handler received it.
+pub struct JoinCall {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub version: i16,
+}
+
+/// Handles a JoinGroup; waits for the rebalance when the member must.
+///
+/// Runs on the coordinator shard.
+pub async fn join(ctx: &Rc<BrokerCtx>, call: JoinCall) -> JoinReply {
+    let shard = &ctx.state().groups;
+    let now = now_ms();
+    let limits = limits(ctx);
+    let req = JoinRequest {
+        new_member_id: shard.new_member_id(ctx.id().0, &call.client_id),
+        member_id: call.member_id.clone(),
+        instance_id: call.instance_id,
+        client_id: call.client_id,
+        client_host: call.client_host,
+        session_timeout_ms: call.session_timeout_ms,
+        // v0 has no rebalance timeout: the session timeout serves as both, as in Kafka.
+        rebalance_timeout_ms: if call.rebalance_timeout_ms < 0 {
+            call.session_timeout_ms
+        } else {
+            call.rebalance_timeout_ms
+        },
+        protocol_type: call.protocol_type,
+        protocols: call.protocols,
+        require_known_member_id: call.version >= 4,
+        supports_skip_assignment: call.version >= 9,
+    };
+    let (outcome, fx) = {
+        let mut groups = shard.groups.borrow_mut();
+        if !groups.contains_key(&call.group_id) {
+            if !call.member_id.is_empty() {
+                return JoinReply {
+                    error: errors::UNKNOWN_MEMBER_ID,
+                    generation: -1,
+                    member_id: call.member_id,
+                    ..JoinReply::default()
+                };
+            }
+            groups.insert(
+                call.group_id.clone(),
+                Group::new(&call.group_id, limits.initial_rebalance_delay_ms, now),
+            );
+        }
+        let Some(group) = groups.get_mut(&call.group_id) else {
+            return JoinReply {
+                error: errors::COORDINATOR_NOT_AVAILABLE,
+                ..JoinReply::default()
+            };
+        };
+        let (outcome, fx) = group.join(req, &limits, now);
+        // A group that a refused first JoinGroup created stays empty: forget it again.
+        if group.state == GroupState::Empty
+            && !group.has_members()
+            && group.pending.is_empty()
+            && group.offsets.is_empty()
+            && group.generation == 0
+        {
+            groups.remove(&call.group_id);
+        }
+        (outcome, fx)
+    };
+    let waiter = match outcome {
+        JoinOutcome::Reply(reply) => {
+            finish(ctx, &call.group_id, fx).await;
+            return reply;
+        }
+        JoinOutcome::Wait(member_id) => {
+            let (tx, rx) = local_channel::new_bounded(1);
+            shard
+                .join_waiters
+                .borrow_mut()
+                .insert((call.group_id.clone(), member_id.clone()), tx);
+            (rx, member_id)
+        }
+    };
+    finish(ctx, &call.group_id, fx).await;
+    let (rx, member_id) = waiter;
+    match rx.recv().await {
+        Some(reply) => reply,
+        // The waiter was replaced by a newer JoinGroup of the same member.
+        None => JoinReply {
+            error: errors::UNKNOWN_MEMBER_ID,
+            generation: -1,
+            member_id,
+            ..JoinReply::default()
+        },
+    }
+}
+
+/// A SyncGroup as the handler received it.
+pub struct SyncCall {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// Handles a SyncGroup; the followers wait for the leader's assignment.
+///
+/// Runs on the coordinator shard.
+pub async fn sync(ctx: &Rc<BrokerCtx>, call: SyncCall) -> SyncReply {
+    let shard = &ctx.state().groups;
+    let now = now_ms();
+    let (outcome, fx) = {
+        let mut groups = shard.groups.borrow_mut();
+        let Some(group) = groups.get_mut(&call.group_id) else {
+            return SyncReply {
+                error: errors::UNKNOWN_MEMBER_ID,
+                ..SyncReply::default()
+            };
+        };
+        group.sync(
+            &call.member_id,
+            call.instance_id.as_deref(),
+            call.generation,
+            call.protocol_type.as_deref(),
+            call.protocol_name.as_deref(),
+            call.assignments,
+            now,
+        )
+    };
+    match outcome {
+        SyncOutcome::Reply(reply) => {
+            finish(ctx, &call.group_id, fx).await;
+            reply
+        }
+        SyncOutcome::Wait => {
+            let (tx, rx) = local_channel::new_bounded(1);
+            shard
+                .sync_waiters
+                .borrow_mut()
+                .insert((call.group_id.clone(), call.member_id.clone()), tx);
+            finish(ctx, &call.group_id, fx).await;
+            rx.recv().await.unwrap_or(SyncReply {
+                error: errors::UNKNOWN_MEMBER_ID,
+                ..SyncReply::default()
+            })
+        }
+    }
+}
+
+/// Handles a Heartbeat.
+///
+/// Runs on the coordinator shard.
+pub fn heartbeat(
+    ctx: &Rc<BrokerCtx>,
+    group_id: &str,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation: i32,
+) -> i16 {
+    let mut groups = ctx.state().groups.groups.borrow_mut();
+    match groups.get_mut(group_id) {
+        Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+        None => errors::UNKNOWN_MEMBER_ID,
+    }
+}
+
+/// Handles a LeaveGroup: each member's error, or one error for the whole request.
+///
+/// Runs on the coordinator shard.
+pub async fn leave(
+    ctx: &Rc<BrokerCtx>,
+    group_id: &str,
+    leaving: Vec<Leaving>,
+) -> Result<Vec<i16>, i16> {
+    let (codes, fx) = {
+        let mut groups = ctx.state().groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Err(errors::UNKNOWN_MEMBER_ID);
+        };
+        if g.state == GroupState::Dead {
+            return Err(errors::COORDINATOR_NOT_AVAILABLE);
+        }
+        g.leave(&leaving, now_ms())
+    };
+    finish(ctx, group_id, fx).await;
+    Ok(codes)
+}
+
+/// One partition's offset to commit.
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: CommittedOffset,
+}
+
+/// Handles an OffsetCommit whose partitions the handler already checked: validates the
+/// member and generation, writes every offset durably, then makes them visible.
+///
+/// Runs on the coordinator shard.
+pub async fn commit(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    group_id: &str,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation: i32,
+    offsets: Vec<OffsetToCommit>,
+) -> Result<(), i16> {
+    {
+        let mut groups = ctx.state().groups.groups.borrow_mut();
+        match groups.get(group_id) {
+            Some(g) => g.validate_commit(member_id, instance_id, generation)?,
+            None if generation < 0 => {
+                let delay = ctx.state().config.group_initial_rebalance_delay_ms as i64;
+                groups.insert(group_id.to_string(), Group::new(group_id, delay, now_ms()));
+            }
+            // A member of a generation this coordinator does not know.
+            None => return Err(errors::ILLEGAL_GENERATION),
+        }
+    }
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<(Bytes, Option<Bytes>)> = offsets
+        .iter()
+        .map(|o| {
+            (
+                records::offset_key(group_id, &o.topic, o.partition),
+                Some(records::offset_value(&OffsetValue {
+                    offset: o.offset.offset,
+                    leader_epoch: o.offset.leader_epoch,
+                    metadata: o.offset.metadata.clone(),
+                    commit_timestamp: o.offset.commit_timestamp_ms,
+                    expire_timestamp: o.offset.expire_timestamp_ms.unwrap_or(-1),
+                })),
+            )
+        })
+        .collect();
+    append(ctx, partition, entries).await?;
+    let mut groups = ctx.state().groups.groups.borrow_mut();
+    if let Some(g) = groups.get_mut(group_id) {
+        for o in offsets {
+            g.commit(&o.topic, o.partition, o.offset);
+        }
+    }
+    Ok(())
+}
+
+/// The committed offsets of a group: every one when `wanted` is `None`, else those asked
+/// for (`None` for a partition without a committed offset). A group that does not exist has
+/// no offsets.
+///
+/// Runs on the coordinator shard.
+pub fn fetch_offsets(
+    ctx: &Rc<BrokerCtx>,
+    group_id: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, i32, Option<CommittedOffset>)> {
+    let groups = ctx.state().groups.groups.borrow();
+    let empty = BTreeMap::new();
+    let offsets = groups.get(group_id).map_or(&empty, |g| &g.offsets);
+    match wanted {
+        None => offsets
+            .iter()
+            .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
+            .collect(),
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|(t, parts)| {
+                parts.into_iter().map(move |p| {
+                    let o = offsets.get(&(t.clone(), p)).cloned();
+                    (t.clone(), p, o)
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Handles an OffsetDelete: a group with members keeps the offsets of topics it consumes
+/// (GROUP_SUBSCRIBED_TO_TOPIC); the others are deleted with tombstones.
+///
+/// Runs on the coordinator shard.
+pub async fn delete_offsets(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    group_id: &str,
+    targets: Vec<(String, i32)>,
+) -> Result<Vec<i16>, i16> {
+    let (codes, tombstones) = {
+        let groups = ctx.state().groups.groups.borrow();
+        let Some(g) = groups.get(group_id) else {
+            return Err(errors::GROUP_ID_NOT_FOUND);
+        };
+        if g.state == GroupState::Dead {
+            return Err(errors::GROUP_ID_NOT_FOUND);
+        }
+        let subscribed = if g.state == GroupState::Empty {
+            Some(Vec::new())
+        } else {
+            super::subscribed_topics(g)
+        };
+        let Some(subscribed) = subscribed else {
+            // Members of a protocol whose subscriptions we cannot read.
+            return Err(errors::NON_EMPTY_GROUP);
+        };
+        let mut codes = Vec::with_capacity(targets.len());
+        let mut tombstones = Vec::new();
+        for (t, p) in &targets {
+            if subscribed.iter().any(|s| s == t) {
+                codes.push(errors::GROUP_SUBSCRIBED_TO_TOPIC);
+            } else {
+                codes.push(errors::NONE);
+                if g.offsets.contains_key(&(t.clone(), *p)) {
+                    tombstones.push((t.clone(), *p));
+                }
+            }
+        }
+        (codes, tombstones)
+    };
+    if !tombstones.is_empty() {
+        let entries = tombstones
+            .iter()
+            .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+            .collect();
+        append(ctx, partition, entries).await?;
+        let mut groups = ctx.state().groups.groups.borrow_mut();
+        if let Some(g) = groups.get_mut(group_id) {
+            for k in tombstones {
+                g.offsets.remove(&k);
+            }
+        }
+    }
+    Ok(codes)
+}
+
+/// Handles one group of a DeleteGroups: only a group without members can go; its metadata
+/// and offsets are tombstoned.
+///
+/// Runs on the coordinator shard.
+pub async fn delete_group(ctx: &Rc<BrokerCtx>, partition: i32, group_id: &str) -> i16 {
+    let keys = {
+        let groups = ctx.state().groups.groups.borrow();
+        let Some(g) = groups.get(group_id) else {
+            return errors::GROUP_ID_NOT_FOUND;
+        };
+        match g.state {
+            GroupState::Dead => return errors::GROUP_ID_NOT_FOUND,
+            GroupState::Empty => {}
+            _ => return errors::NON_EMPTY_GROUP,
+        }
+        g.offsets.keys().cloned().collect::<Vec<_>>()
+    };
+    let mut entries: Vec<(Bytes, Option<Bytes>)> = keys
+        .iter()
+        .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+        .collect();
+    entries.push((records::group_key(group_id), None));
+    if let Err(code) = append(ctx, partition, entries).await {
+        return code;
+    }
+    let mut groups = ctx.state().groups.groups.borrow_mut();
+    if let Some(mut g) = groups.remove(group_id) {
+        g.mark_dead(now_ms());
+    }
+    errors::NONE
+}
+
+/// Lets time pass for every group of this shard: session expiry, rebalance and sync
+/// timeouts.
+///
+/// Runs on the coordinator shard.
+pub async fn tick(ctx: &Rc<BrokerCtx>) {
+    let now = now_ms();
+    let due: Vec<(String, Effects)> = {
+        let mut groups = ctx.state().groups.groups.borrow_mut();
+        groups
+            .values_mut()
+            .filter(|g| g.next_deadline().is_some_and(|d| d <= now))
+            .map(|g| (g.id.clone(), g.tick(now)))
+            .collect()
+    };
+    for (group_id, fx) in due {
+        finish(ctx, &group_id, fx).await;
+    }
+}
+
+/// Deletes the offsets that `offsets.retention.minutes` expired, and the groups left with
+/// neither members nor offsets.
+///
+/// Runs on the coordinator shard.
+pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
+    let now = now_ms();
+    let retention_ms = (ctx.state().config.offsets_retention_minutes as i64).saturating_mul(60_000);
+    let nr = super::offsets_partition_count(ctx);
+    // (group, its expired offsets, whether the group goes with them)
+    type Expiry = (String, Vec<(String, i32)>, bool);
+    let work: Vec<Expiry> = {
+        let groups = ctx.state().groups.groups.borrow();
+        groups
+            .values()
+            .filter_map(|g| {
+                let expired = g.expired_offsets(now, retention_ms);
+                let emptied = g.state == GroupState::Empty && expired.len() == g.offsets.len();
+                (!expired.is_empty() || (emptied && g.generation > 0))
+                    .then(|| (g.id.clone(), expired, emptied))
+            })
+            .collect()
+    };
+    for (group_id, expired, emptied) in work {
+        let Some(partition) = nr.map(|n| super::partition_for(&group_id, n)) else {
+            return;
+        };
+        let mut entries: Vec<(Bytes, Option<Bytes>)> = expired
+            .iter()
+            .map(|(t, p)| (records::offset_key(&group_id, t, *p), None))
+            .collect();
+        if emptied {
+            entries.push((records::group_key(&group_id), None));
+        }
+        if let Err(code) = append(ctx, partition, entries).await {
+            tracing::warn!(group = %group_id, code, "cannot expire offsets");
+            continue;
+        }
+        let mut groups = ctx.state().groups.groups.borrow_mut();
+        if let Some(g) = groups.get_mut(&group_id) {
+            for k in &expired {
+                g.offsets.remove(k);
+            }
+            if emptied && g.state == GroupState::Empty && g.offsets.is_empty() {
+                groups.remove(&group_id);
+            }
+        }
+        tracing::info!(group = %group_id, offsets = expired.len(), "expired committed offsets");
+    }
+}
+
+/// Carries out an event's effects: answers the waiting JoinGroups, writes the group's
+/// metadata when asked, then answers the waiting SyncGroups (with an error if the write
+/// failed, after which the group rebalances).
+///
+/// Runs on the coordinator shard.
+async fn finish(ctx: &Rc<BrokerCtx>, group_id: &str, fx: Effects) {
+    let shard = &ctx.state().groups;
+    let mut fx = fx;
+    loop {
+        for (member, reply) in fx.joins.drain(..) {
+            let waiter = shard
+                .join_waiters
+                .borrow_mut()
+                .remove(&(group_id.to_string(), member));
+            if let Some(tx) = waiter {
+                let _ = tx.try_send(reply);
+            }
+        }
+        let syncs: Vec<(LocalSender<SyncReply>, SyncReply)> = fx
+            .syncs
+            .drain(..)
+            .filter_map(|(member, reply)| {
+                shard
+                    .sync_waiters
+                    .borrow_mut()
+                    .remove(&(group_id.to_string(), member))
+                    .map(|tx| (tx, reply))
+            })
+            .collect();
+        let mut next = Effects::default();
+        let failed = fx.persist && persist_group(ctx, group_id).await.is_err();
+        for (tx, mut reply) in syncs {
+            if failed && reply.error == errors::NONE {
+                reply = SyncReply {
+                    error: errors::COORDINATOR_NOT_AVAILABLE,
+                    ..SyncReply::default()
+                };
+            }
+            let _ = tx.try_send(reply);
+        }
+        if failed {
+            if let Some(g) = shard.groups.borrow_mut().get_mut(group_id) {
+                next = g.persist_failed(now_ms());
+            }
+        }
+        if next == Effects::default() {
+            return;
+        }
+        fx = next;
+    }
+}
+
+/// Writes the group's current metadata (a tombstone for a group that is gone).
+///
+/// Runs on the coordinator shard.
+async fn persist_group(ctx: &Rc<BrokerCtx>, group_id: &str) -> Result<(), i16> {
+    let value = {
+        let groups = ctx.state().groups.groups.borrow();
+        groups.get(group_id).map(group_value)
+    };
+    let Some(n) = super::offsets_partition_count(ctx) else {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    };
+    let partition = super::partition_for(group_id, n);
+    append(ctx, partition, vec![(records::group_key(group_id), value)]).await
+}
+
+/// The stored form of a group.
+pub fn group_value(g: &Group) -> Bytes {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    records::group_value(&GroupValue {
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        generation: g.generation,
+        protocol: g.protocol.clone(),
+        leader: g.leader.clone(),
+        current_state_timestamp: g.state_since_ms,
+        members: g
+            .members
+            .values()
+            .map(|m| MemberValue {
+                member_id: m.id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout: m.rebalance_timeout_ms,
+                session_timeout: m.session_timeout_ms,
+                subscription: m.metadata(&protocol),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Appends records (key, value or tombstone) to this shard's partition `partition` of
+/// `__consumer_offsets` and waits for fdatasync.
+///
+/// Runs on the coordinator shard.
+async fn append(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    entries: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), i16> {
+    let p = offsets_partition(ctx, partition)?;
+    let now = now_ms();
+    let mut builder = BatchBuilder::new(Codec::None);
+    for (key, value) in &entries {
+        builder
+            .append(now, Some(key), value.as_deref(), &[])
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot build a __consumer_offsets batch");
+                errors::UNKNOWN_SERVER_ERROR
+            })?;
+    }
+    let batch = builder.build().map_err(|e| {
+        tracing::error!(error = %e, "cannot build a __consumer_offsets batch");
+        errors::UNKNOWN_SERVER_ERROR
+    })?;
+    p.append(batch, Durability::Synced).await.map_err(|e| {
+        tracing::error!(partition, error = %e, "cannot write to __consumer_offsets");
+        // Kafka answers a failed write of the coordinator log with NOT_COORDINATOR /
+        // COORDINATOR_NOT_AVAILABLE so that clients look the coordinator up again.
+        errors::COORDINATOR_NOT_AVAILABLE
+    })?;
+    Ok(())
+}
+
+/// This shard's open partition `partition` of `__consumer_offsets`.
+pub(crate) fn offsets_partition(ctx: &Rc<BrokerCtx>, partition: i32) -> Result<Partition, i16> {
+    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+    match ctx.state().cluster.slot(&tp) {
+        Some(Slot::Online(p)) => Ok(p),
+        Some(Slot::Offline(_)) => Err(errors::COORDINATOR_NOT_AVAILABLE),
+        None => Err(errors::NOT_COORDINATOR),
+    }
+}

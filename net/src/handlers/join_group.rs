@@ -1,0 +1,96 @@
+//! JoinGroup (key 11): a member joins (or rejoins) a group and waits until the rebalance
+//! completes; the leader's answer carries every member's metadata for its assignor.
+//!
+//! KIP-394 (v4+): a member without id first gets MEMBER_ID_REQUIRED with its new id and must
+//! join again with it. Static members (v5+, `group.instance.id`) keep their place across
+//! restarts. The wait happens on the coordinator shard; this connection's shard only awaits
+//! the answer. Runs on the connection's shard.
+
+use std::rc::Rc;
+
+use sluice_protocol::messages::join_group_request::JoinGroupRequest;
+use sluice_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use sluice_protocol::messages::request_header::RequestHeader;
+
+use crate::broker::BrokerCtx;
+use crate::errors;
+use crate::groups::coordinator::{self, JoinCall};
+use crate::groups::{self, state::JoinReply};
+
+/// Versions served.
+pub const VERSIONS: (i16, i16) = (0, 9);
+
+/// Runs on the connection's shard.
+pub async fn handle(
+    ctx: &Rc<BrokerCtx>,
+    header: &RequestHeader,
+    request: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let version = header.request_api_version;
+    let reply = if request.group_id.is_empty() {
+        error_reply(errors::INVALID_GROUP_ID, &request.member_id)
+    } else {
+        let member_id = request.member_id.clone();
+        let call = JoinCall {
+            group_id: request.group_id.clone(),
+            member_id: request.member_id,
+            instance_id: request.group_instance_id,
+            client_id: header.client_id.clone().unwrap_or_default(),
+            client_host: String::new(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            protocol_type: request.protocol_type,
+            protocols: request
+                .protocols
+                .into_iter()
+                .map(|p| (p.name, p.metadata))
+                .collect(),
+            version,
+        };
+        groups::on_coordinator(ctx, &request.group_id, move |home, _| async move {
+            coordinator::join(&home, call).await
+        })
+        .await
+        .unwrap_or_else(|code| error_reply(code, &member_id))
+    };
+    JoinGroupResponse {
+        error_code: reply.error,
+        generation_id: reply.generation,
+        // Before v7 these strings are not nullable: an error answer carries empty ones.
+        protocol_type: if version >= 7 {
+            reply.protocol_type
+        } else {
+            Some(reply.protocol_type.unwrap_or_default())
+        },
+        protocol_name: if version >= 7 {
+            reply.protocol_name
+        } else {
+            Some(reply.protocol_name.unwrap_or_default())
+        },
+        leader: reply.leader,
+        skip_assignment: reply.skip_assignment,
+        member_id: reply.member_id,
+        members: reply
+            .members
+            .into_iter()
+            .map(
+                |(member_id, group_instance_id, metadata)| JoinGroupResponseMember {
+                    member_id,
+                    group_instance_id,
+                    metadata,
+                    ..JoinGroupResponseMember::default()
+                },
+            )
+            .collect(),
+        ..JoinGroupResponse::default()
+    }
+}
+
+fn error_reply(error: i16, member_id: &str) -> JoinReply {
+    JoinReply {
+        error,
+        generation: -1,
+        member_id: member_id.to_string(),
+        ..JoinReply::default()
+    }
+}

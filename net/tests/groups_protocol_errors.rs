@@ -1,0 +1,387 @@
+//! The group APIs answer bad members, generations and group states with Kafka's precise error
+//! codes, checked with raw requests against an in-process broker (two shards, so that most
+//! requests cross the mesh to the group's coordinator shard).
+
+#![allow(clippy::unwrap_used)] // test harness helpers: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_net::config::{BrokerConfig, ConfigLayer};
+use sluice_net::errors;
+use sluice_net::server::ListenerShared;
+use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use sluice_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use sluice_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use sluice_protocol::messages::heartbeat_request::HeartbeatRequest;
+use sluice_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use sluice_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use sluice_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use sluice_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequest, OffsetFetchRequestGroup,
+};
+use sluice_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use sluice_protocol::{Request, Response};
+
+struct Broker {
+    addr: SocketAddr,
+    shared: Arc<ListenerShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = BrokerConfig::resolve(ConfigLayer {
+            data_dir: Some(dir.path().join("data")),
+            listen: Some(format!("127.0.0.1:{port}")),
+            shards: Some(2),
+            dev: Some(true),
+            offsets_topic_num_partitions: Some(8),
+            group_initial_rebalance_delay_ms: Some(0),
+            group_min_session_timeout_ms: Some(1000),
+            ..ConfigLayer::default()
+        })
+        .unwrap();
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let addr = config.listen;
+        let shared = Arc::new(ListenerShared::default());
+        let run_shared = shared.clone();
+        let thread = std::thread::spawn(move || {
+            sluice_net::broker::run(config, run_shared).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            addr,
+            shared,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    fn call(&mut self, version: i16, request: Request) -> Response {
+        self.correlation += 1;
+        let api = request.api_key();
+        let frame =
+            sluice_protocol::encode_request(self.correlation, version, Some("test"), &request)
+                .unwrap();
+        for chunk in &frame.chunks {
+            self.stream.write_all(chunk).unwrap();
+        }
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        let (_, response) =
+            sluice_protocol::decode_response(api, version, Bytes::from(body)).unwrap();
+        response
+    }
+
+    fn join(&mut self, group: &str, member: &str, session_ms: i32) -> (i16, String, i32) {
+        let r = self.call(
+            5,
+            Request::JoinGroup(JoinGroupRequest {
+                group_id: group.into(),
+                session_timeout_ms: session_ms,
+                rebalance_timeout_ms: 5000,
+                member_id: member.into(),
+                protocol_type: "consumer".into(),
+                protocols: vec![JoinGroupRequestProtocol {
+                    name: "range".into(),
+                    metadata: Bytes::from_static(b"\0\0\0\0\0\0"),
+                    ..JoinGroupRequestProtocol::default()
+                }],
+                ..JoinGroupRequest::default()
+            }),
+        );
+        let Response::JoinGroup(r) = r else { panic!() };
+        (r.error_code, r.member_id, r.generation_id)
+    }
+
+    fn sync(&mut self, group: &str, member: &str, generation: i32) -> (i16, Bytes) {
+        let r = self.call(
+            3,
+            Request::SyncGroup(SyncGroupRequest {
+                group_id: group.into(),
+                generation_id: generation,
+                member_id: member.into(),
+                assignments: vec![SyncGroupRequestAssignment {
+                    member_id: member.into(),
+                    assignment: Bytes::from_static(b"assigned"),
+                    ..SyncGroupRequestAssignment::default()
+                }],
+                ..SyncGroupRequest::default()
+            }),
+        );
+        let Response::SyncGroup(r) = r else { panic!() };
+        (r.error_code, r.assignment)
+    }
+
+    fn heartbeat(&mut self, group: &str, member: &str, generation: i32) -> i16 {
+        let r = self.call(
+            4,
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: group.into(),
+                generation_id: generation,
+                member_id: member.into(),
+                ..HeartbeatRequest::default()
+            }),
+        );
+        let Response::Heartbeat(r) = r else { panic!() };
+        r.error_code
+    }
+
+    fn commit(&mut self, group: &str, member: &str, generation: i32, topic: &str) -> i16 {
+        let r = self.call(
+            8,
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: group.into(),
+                generation_id_or_member_epoch: generation,
+                member_id: member.into(),
+                topics: vec![OffsetCommitRequestTopic {
+                    name: topic.into(),
+                    partitions: vec![OffsetCommitRequestPartition {
+                        partition_index: 0,
+                        committed_offset: 42,
+                        committed_leader_epoch: -1,
+                        committed_metadata: Some("meta".into()),
+                        ..OffsetCommitRequestPartition::default()
+                    }],
+                    ..OffsetCommitRequestTopic::default()
+                }],
+                ..OffsetCommitRequest::default()
+            }),
+        );
+        let Response::OffsetCommit(r) = r else {
+            panic!()
+        };
+        r.topics[0].partitions[0].error_code
+    }
+
+    fn delete_group(&mut self, group: &str) -> i16 {
+        let r = self.call(
+            2,
+            Request::DeleteGroups(DeleteGroupsRequest {
+                groups_names: vec![group.into()],
+                ..DeleteGroupsRequest::default()
+            }),
+        );
+        let Response::DeleteGroups(r) = r else {
+            panic!()
+        };
+        r.results[0].error_code
+    }
+}
+
+#[test]
+fn group_apis_answer_with_precise_error_codes() {
+    let broker = Broker::start();
+    let mut c = Client::connect(broker.addr);
+    let Response::CreateTopics(created) = c.call(
+        5,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                ..CreatableTopic::default()
+            }],
+            timeout_ms: 10_000,
+            ..CreateTopicsRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(created.topics[0].error_code, errors::NONE);
+
+    // FindCoordinator: this broker for groups; transaction coordinators do not exist yet.
+    let Response::FindCoordinator(found) = c.call(
+        4,
+        Request::FindCoordinator(FindCoordinatorRequest {
+            key_type: 0,
+            coordinator_keys: vec!["g".into(), "h".into()],
+            ..FindCoordinatorRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    assert!(found
+        .coordinators
+        .iter()
+        .all(|k| k.error_code == errors::NONE
+            && k.node_id == 1
+            && k.port == broker.addr.port() as i32));
+    let Response::FindCoordinator(txn) = c.call(
+        3,
+        Request::FindCoordinator(FindCoordinatorRequest {
+            key: "tx".into(),
+            key_type: 1,
+            ..FindCoordinatorRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(txn.error_code, errors::COORDINATOR_NOT_AVAILABLE);
+    assert!(txn.error_message.is_some());
+
+    // The coordinator may still be loading right after start-up; wait until it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, member, _) = loop {
+        let out = c.join("g", "", 10_000);
+        if out.0 != errors::COORDINATOR_LOAD_IN_PROGRESS || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // KIP-394: a member id first, then the real join.
+    assert_eq!(code, errors::MEMBER_ID_REQUIRED);
+    assert!(member.starts_with("test-"), "{member}");
+    assert_eq!(c.join("g", "", 10).0, errors::INVALID_SESSION_TIMEOUT);
+    let (code, again, generation) = c.join("g", &member, 10_000);
+    assert_eq!(
+        (code, again.as_str(), generation),
+        (errors::NONE, member.as_str(), 1)
+    );
+
+    assert_eq!(c.sync("g", &member, 7).0, errors::ILLEGAL_GENERATION);
+    assert_eq!(c.sync("g", "nobody", 1).0, errors::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.sync("g", &member, 1),
+        (errors::NONE, Bytes::from_static(b"assigned"))
+    );
+
+    assert_eq!(c.heartbeat("g", &member, 1), errors::NONE);
+    assert_eq!(c.heartbeat("g", &member, 2), errors::ILLEGAL_GENERATION);
+    assert_eq!(c.heartbeat("g", "nobody", 1), errors::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.heartbeat("nogroup", "nobody", 1),
+        errors::UNKNOWN_MEMBER_ID
+    );
+
+    assert_eq!(c.commit("g", &member, 9, "t"), errors::ILLEGAL_GENERATION);
+    assert_eq!(c.commit("g", "nobody", 1, "t"), errors::UNKNOWN_MEMBER_ID);
+    // A standalone commit into a group that has members is not this member's to make.
+    assert_eq!(c.commit("g", "", -1, "t"), errors::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.commit("g", &member, 1, "missing"),
+        errors::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(c.commit("g", &member, 1, "t"), errors::NONE);
+    // A group that was never joined takes a standalone consumer's commit.
+    assert_eq!(c.commit("solo", "", -1, "t"), errors::NONE);
+
+    // OffsetFetch v8: several groups at once, -1 where nothing was committed.
+    let Response::OffsetFetch(fetched) = c.call(
+        8,
+        Request::OffsetFetch(OffsetFetchRequest {
+            groups: ["g", "solo", "none"]
+                .iter()
+                .map(|g| OffsetFetchRequestGroup {
+                    group_id: (*g).into(),
+                    topics: None,
+                    ..OffsetFetchRequestGroup::default()
+                })
+                .collect(),
+            require_stable: true,
+            ..OffsetFetchRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    let offsets: Vec<(String, Vec<i64>)> = fetched
+        .groups
+        .iter()
+        .map(|g| {
+            assert_eq!(g.error_code, errors::NONE);
+            (
+                g.group_id.clone(),
+                g.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![
+            ("g".to_string(), vec![42]),
+            ("solo".to_string(), vec![42]),
+            ("none".to_string(), vec![])
+        ]
+    );
+
+    assert_eq!(c.delete_group("g"), errors::NON_EMPTY_GROUP);
+    assert_eq!(c.delete_group("missing"), errors::GROUP_ID_NOT_FOUND);
+
+    // LeaveGroup v3: each member answered on its own.
+    let Response::LeaveGroup(left) = c.call(
+        3,
+        Request::LeaveGroup(LeaveGroupRequest {
+            group_id: "g".into(),
+            members: vec![
+                MemberIdentity {
+                    member_id: member.clone(),
+                    ..MemberIdentity::default()
+                },
+                MemberIdentity {
+                    member_id: "ghost".into(),
+                    ..MemberIdentity::default()
+                },
+            ],
+            ..LeaveGroupRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(left.error_code, errors::NONE);
+    let codes: Vec<i16> = left.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(codes, vec![errors::NONE, errors::UNKNOWN_MEMBER_ID]);
+    assert_eq!(c.heartbeat("g", &member, 1), errors::UNKNOWN_MEMBER_ID);
+    // Empty now: deletable, and then gone.
+    assert_eq!(c.delete_group("g"), errors::NONE);
+    assert_eq!(c.delete_group("g"), errors::GROUP_ID_NOT_FOUND);
+}
