@@ -11,6 +11,7 @@ pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod notify;
+pub mod producer_ids;
 pub mod server;
 pub mod topic_configs;
 pub mod topics;
