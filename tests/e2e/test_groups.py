@@ -404,3 +404,43 @@ def test_consumer_offsets_is_internal_undeletable_and_in_kafka_format(broker):
         found.append((group, topic, partition, vversion, offset, metadata))
     reader.close()
     assert ("g-fmt", "fmt", 0, 3, 7, "hello") in found
+
+
+def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(broker):
+    create_topic(broker, "static", 4)
+    b = ck_consumer(broker, "g-static")
+    b.subscribe(["static"])
+    until(lambda: ck_parts(b) == {0, 1, 2, 3}, "b owns everything", [ck_poll(b)])
+    a = ck_consumer(broker, "g-static", **{"group.instance.id": "inst-a", "session.timeout.ms": 6000})
+    a.subscribe(["static"])
+    until(
+        lambda: len(ck_parts(a)) == 2 and len(ck_parts(b)) == 2,
+        "a and b split",
+        [ck_poll(a), ck_poll(b)],
+    )
+    a_parts, b_parts = ck_parts(a), ck_parts(b)
+    # A static member leaves no LeaveGroup behind when it closes: its place is kept for the
+    # session timeout, and a process with the same instance id takes it over.
+    a.close()
+    a2 = ck_consumer(broker, "g-static", **{"group.instance.id": "inst-a", "session.timeout.ms": 6000})
+    a2.subscribe(["static"])
+    b_seen = []
+
+    def poll_b():
+        ck_poll(b)()
+        b_seen.append(ck_parts(b))
+
+    until(lambda: ck_parts(a2) == a_parts, "the new a gets a's partitions", [ck_poll(a2), poll_b])
+    for _ in range(10):
+        ck_poll(a2)()
+        poll_b()
+    # b kept its partitions the whole time: an (eager) rebalance would have revoked them all.
+    assert all(parts == b_parts for parts in b_seen)
+    # The admin client must outlive its request: librdkafka cancels requests of a destroyed
+    # handle.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    described = admin.describe_consumer_groups(["g-static"])["g-static"].result(TIMEOUT_S)
+    assert described.state.name == "STABLE"
+    assert sorted(m.group_instance_id or "" for m in described.members) == ["", "inst-a"]
+    a2.close()
+    b.close()
