@@ -18,22 +18,25 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
+use sluice_protocol::EncodedFrame;
 
 use crate::config::CONNECTION_IN_FLIGHT_MAX;
+use crate::socket_writer::SocketWriter;
 
 /// What a handler returns for one request.
 pub enum Reply {
-    /// The response frame, size prefix included, as chunks to be written in order (large
-    /// record data stays in its own chunks, never copied into the skeleton).
-    Frame(Vec<Bytes>),
+    /// The response frame, size prefix included, as chunks and file ranges to be written in
+    /// order (record data stays in its own buffers or files, never copied into the skeleton).
+    Frame(EncodedFrame),
     /// No response: Produce with acks=0.
     None,
     /// The request was malformed or hostile: answer nothing more and close the connection.
@@ -88,7 +91,13 @@ pub async fn serve<H: Handler>(
     stop: local_channel::LocalReceiver<()>,
 ) -> ConnectionEnd {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // Replies go out through the socket writer (vectored sends, file ranges spliced); the
+    // stream itself is only read.
+    let socket = match SocketWriter::new(stream.as_raw_fd()) {
+        Ok(socket) => socket,
+        Err(e) => return ConnectionEnd::Io(e),
+    };
+    let mut reader = stream;
     let (queue_tx, queue_rx) =
         local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(CONNECTION_IN_FLIGHT_MAX);
 
@@ -98,13 +107,8 @@ pub async fn serve<H: Handler>(
     let writer = async move {
         while let Some(pending) = queue_rx.recv().await {
             match pending.await {
-                Some(Reply::Frame(chunks)) => {
-                    for chunk in &chunks {
-                        if let Err(e) = writer.write_all(chunk).await {
-                            return Some(ConnectionEnd::Io(e));
-                        }
-                    }
-                    if let Err(e) = writer.flush().await {
+                Some(Reply::Frame(frame)) => {
+                    if let Err(e) = socket.write_frame(&frame).await {
                         return Some(ConnectionEnd::Io(e));
                     }
                 }

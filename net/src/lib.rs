@@ -13,5 +13,6 @@ pub mod handlers;
 pub mod notify;
 pub mod producer_ids;
 pub mod server;
+pub mod socket_writer;
 pub mod topic_configs;
 pub mod topics;

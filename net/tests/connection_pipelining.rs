@@ -33,7 +33,7 @@ impl Handler for Echo {
                     let mut out = Vec::new();
                     out.extend_from_slice(&4u32.to_be_bytes());
                     out.extend_from_slice(&id.to_be_bytes());
-                    Reply::Frame(vec![Bytes::from(out)])
+                    Reply::Frame(Bytes::from(out).into())
                 }
             }
         })

@@ -11,9 +11,12 @@
 //!    one wait job to each home shard ([`crate::notify`]), sleeps until the first of them says
 //!    an append arrived (or the deadline passes), and reads again. Nothing busy-polls.
 //!
-//! The records of a partition are returned as the `Bytes` the engine read (from its batch cache
-//! or the segment file); when a read returns several chunks they are joined into one, which is
-//! a copy — the response's `records` field takes one `Bytes` (noted as a limitation).
+//! Record data is never copied (see ARCHITECTURE.md, "Zero-copy fetch"): the home shard
+//! reads a partition with `Partition::read_for_send`, which gives the batch cache's buffers for
+//! hot data and a range of the segment file for data on disk, with the positions where batches
+//! end. Trimming to the limits cuts at those positions without looking at the bytes, the
+//! pieces become the response's records as they are, and the connection writes the buffers
+//! with one vectored send and splices the file ranges to the socket.
 //! Transactions do not exist yet, so the last stable offset is the high watermark and
 //! read_committed reads what read_uncommitted reads.
 
@@ -23,16 +26,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use sluice_engine::batch::peek_offset_and_len;
 use sluice_engine::error::Error as EngineError;
+use sluice_engine::partition::SendPiece;
 use sluice_engine::types::{Offset, ShardId, TopicPartition};
 use sluice_protocol::messages::fetch_request::FetchRequest;
 use sluice_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use sluice_protocol::messages::request_header::RequestHeader;
-use sluice_protocol::{Records, RecordsPiece, Uuid};
+use sluice_protocol::{FileRange, Records, RecordsPiece, Uuid};
 
 use crate::broker::BrokerCtx;
 use crate::cluster::Slot;
@@ -64,7 +66,11 @@ pub struct PartRead {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub chunks: Vec<Bytes>,
+    /// The records, in order: cached buffers and segment file ranges.
+    pub pieces: Vec<RecordsPiece>,
+    /// Positions in the concatenated pieces where a batch ends, ascending; the last is the
+    /// total length (see `SendRead::batch_ends`).
+    pub batch_ends: Vec<u64>,
 }
 
 impl PartRead {
@@ -73,12 +79,48 @@ impl PartRead {
             error_code: code,
             high_watermark: -1,
             log_start_offset: -1,
-            chunks: Vec::new(),
+            pieces: Vec::new(),
+            batch_ends: Vec::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        self.batch_ends.last().map_or(0, |&e| e as usize)
+    }
+
+    /// Keeps the longest prefix of whole batches that fits in `limit` bytes, cutting at a known
+    /// batch end; slicing a buffer or a file range copies nothing.
+    fn trim_to(&mut self, limit: usize) {
+        let cut = self
+            .batch_ends
+            .iter()
+            .copied()
+            .take_while(|&e| e <= limit as u64)
+            .last()
+            .unwrap_or(0);
+        if cut as usize == self.len() {
+            return;
+        }
+        self.batch_ends.retain(|&e| e <= cut);
+        let mut left = cut;
+        let mut kept = Vec::with_capacity(self.pieces.len());
+        for piece in std::mem::take(&mut self.pieces) {
+            if left == 0 {
+                break;
+            }
+            let len = piece.len() as u64;
+            if len <= left {
+                left -= len;
+                kept.push(piece);
+                continue;
+            }
+            kept.push(match piece {
+                RecordsPiece::Bytes(b) => RecordsPiece::Bytes(b.slice(..left as usize)),
+                RecordsPiece::File(f) => RecordsPiece::File(f.prefix(left)),
+            });
+            left = 0;
+        }
+        self.pieces = kept;
     }
 }
 
@@ -185,7 +227,7 @@ pub async fn handle(
     let sessions = &ctx.state().fetch_sessions;
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for (target, read) in targets.into_iter().zip(reads) {
-        let has_records = !read.chunks.is_empty();
+        let has_records = !read.pieces.is_empty();
         let report = if session_id != 0 {
             sessions.should_report(
                 session_id,
@@ -215,9 +257,7 @@ pub async fn handle(
                 None
             },
             preferred_read_replica: -1,
-            records: Some(Records::from_pieces(
-                read.chunks.into_iter().map(RecordsPiece::Bytes).collect(),
-            )),
+            records: Some(Records::from_pieces(read.pieces)),
             ..PartitionData::default()
         };
         let same_topic = responses
@@ -377,16 +417,16 @@ async fn read_all(ctx: &Rc<BrokerCtx>, targets: &[Target], max_bytes: usize) -> 
     let mut remaining = max_bytes;
     let mut first = true;
     for read in &mut reads {
-        if read.chunks.is_empty() {
+        if read.pieces.is_empty() {
             continue;
         }
         let limit = if first {
-            remaining.max(first_batch_len(&read.chunks))
+            remaining.max(read.batch_ends.first().map_or(0, |&e| e as usize))
         } else {
             remaining
         };
-        read.chunks = trim_to_batches(std::mem::take(&mut read.chunks), limit);
-        if !read.chunks.is_empty() {
+        read.trim_to(limit);
+        if !read.pieces.is_empty() {
             first = false;
         }
         remaining = remaining.saturating_sub(read.len());
@@ -423,7 +463,8 @@ async fn read_on_home(
             error_code: errors::NONE,
             high_watermark: hw.0,
             log_start_offset: log_start.0,
-            chunks: Vec::new(),
+            pieces: Vec::new(),
+            batch_ends: Vec::new(),
         };
         // Offsets assigned but not yet written are not out of range, just not readable yet.
         if Offset(offset) > hw && Offset(offset) <= partition.log_end_offset() {
@@ -435,18 +476,32 @@ async fn read_on_home(
             out.push((i, empty));
             continue;
         }
-        let read = match partition.read(Offset(offset), limit).await {
+        let read = match partition.read_for_send(Offset(offset), limit).await {
             Ok(r) => PartRead {
                 error_code: errors::NONE,
                 high_watermark: r.high_watermark.0,
                 log_start_offset: r.log_start_offset.0,
-                chunks: r.chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+                pieces: r
+                    .pieces
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| match p {
+                        SendPiece::Mem(b) => RecordsPiece::Bytes(b),
+                        SendPiece::File { file, pos, len } => RecordsPiece::File(FileRange {
+                            file,
+                            offset: pos,
+                            len,
+                        }),
+                    })
+                    .collect(),
+                batch_ends: r.batch_ends,
             },
             Err(e @ EngineError::OffsetOutOfRange { .. }) => PartRead {
                 error_code: e.kafka_code(),
                 high_watermark: partition.high_watermark().0,
                 log_start_offset: partition.log_start_offset().0,
-                chunks: Vec::new(),
+                pieces: Vec::new(),
+                batch_ends: Vec::new(),
             },
             Err(e) => {
                 tracing::warn!(%tp, offset, error = %e, "fetch read failed");
@@ -523,114 +578,66 @@ async fn wait_for_appends(ctx: &Rc<BrokerCtx>, targets: &[Target], deadline: Ins
     done.store(true, Ordering::Release);
 }
 
-/// Reads `N` bytes at logical position `pos` of the concatenation of `chunks`.
-fn peek_bytes<const N: usize>(chunks: &[Bytes], mut pos: usize) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    let mut filled = 0;
-    for c in chunks {
-        if pos >= c.len() {
-            pos -= c.len();
-            continue;
-        }
-        let take = (c.len() - pos).min(N - filled);
-        out[filled..filled + take].copy_from_slice(&c[pos..pos + take]);
-        filled += take;
-        pos = 0;
-        if filled == N {
-            return Some(out);
-        }
-    }
-    None
-}
-
-/// The total length of the batch starting at logical position `pos` of `chunks`.
-fn batch_len_at(chunks: &[Bytes], pos: usize) -> Option<usize> {
-    let overhead = peek_bytes::<12>(chunks, pos)?;
-    let (_, len) = peek_offset_and_len(&overhead)?;
-    usize::try_from(len).ok().filter(|&l| l > 0)
-}
-
-/// The length of the first batch in `chunks`.
-fn first_batch_len(chunks: &[Bytes]) -> usize {
-    batch_len_at(chunks, 0).unwrap_or(0)
-}
-
-/// Keeps the longest prefix of whole batches of `chunks` that fits in `limit` bytes. The
-/// chunks need not start or end at batch boundaries (the engine may hand out a batch as a
-/// header and a body); slicing `Bytes` shares the buffers (no copy).
-pub fn trim_to_batches(chunks: Vec<Bytes>, limit: usize) -> Vec<Bytes> {
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    if total <= limit {
-        return chunks;
-    }
-    let mut cut = 0usize;
-    while let Some(len) = batch_len_at(&chunks, cut) {
-        if cut + len > limit || cut + len > total {
-            break;
-        }
-        cut += len;
-    }
-    let mut out = Vec::with_capacity(chunks.len());
-    let mut left = cut;
-    for c in chunks {
-        if left == 0 {
-            break;
-        }
-        if c.len() <= left {
-            left -= c.len();
-            out.push(c);
-        } else {
-            out.push(c.slice(..left));
-            left = 0;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    /// A fake batch of `len` bytes (only the 12-byte log overhead matters to the trimming).
-    fn batch(base: i64, len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; len];
-        b[..8].copy_from_slice(&base.to_be_bytes());
-        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn trimming_cuts_at_batch_boundaries() {
-        let mut one = batch(0, 100);
-        one.extend(batch(1, 100));
-        one.extend(batch(2, 100));
-        let chunks = vec![Bytes::from(one), Bytes::from(batch(3, 50))];
-        let lens = |v: &[Bytes]| v.iter().map(Bytes::len).collect::<Vec<_>>();
-        assert_eq!(lens(&trim_to_batches(chunks.clone(), 1000)), vec![300, 50]);
-        assert_eq!(lens(&trim_to_batches(chunks.clone(), 299)), vec![200]);
-        assert_eq!(
-            lens(&trim_to_batches(chunks.clone(), 99)),
-            Vec::<usize>::new()
-        );
-        assert_eq!(lens(&trim_to_batches(chunks.clone(), 340)), vec![300]);
-        assert_eq!(first_batch_len(&chunks), 100);
-    }
-
-    #[test]
-    fn trimming_works_when_batches_span_chunks() {
-        // Batches handed out as a 61-byte header chunk and a body chunk each.
-        let mut chunks = Vec::new();
-        for base in 0..3 {
-            let b = Bytes::from(batch(base, 100));
-            chunks.push(b.slice(..61));
-            chunks.push(b.slice(61..));
+    fn read_of(pieces: Vec<RecordsPiece>, ends: &[u64]) -> PartRead {
+        PartRead {
+            pieces,
+            batch_ends: ends.to_vec(),
+            ..PartRead::error(errors::NONE)
         }
-        let total = |v: &[Bytes]| v.iter().map(Bytes::len).sum::<usize>();
-        assert_eq!(total(&trim_to_batches(chunks.clone(), 250)), 200);
-        assert_eq!(total(&trim_to_batches(chunks.clone(), 300)), 300);
-        assert_eq!(total(&trim_to_batches(chunks.clone(), 130)), 100);
-        assert_eq!(trim_to_batches(chunks.clone(), 130).len(), 2);
-        assert_eq!(total(&trim_to_batches(chunks.clone(), 99)), 0);
-        assert_eq!(first_batch_len(&chunks), 100);
+    }
+
+    fn lens(r: &PartRead) -> Vec<usize> {
+        r.pieces.iter().map(RecordsPiece::len).collect()
+    }
+
+    #[test]
+    fn trimming_cuts_at_known_batch_ends_across_pieces() {
+        // Three 100-byte batches, each a 61-byte header buffer and a body buffer.
+        let b = Bytes::from(vec![7u8; 300]);
+        let mut pieces = Vec::new();
+        for i in 0..3 {
+            pieces.push(RecordsPiece::Bytes(b.slice(i * 100..i * 100 + 61)));
+            pieces.push(RecordsPiece::Bytes(b.slice(i * 100 + 61..(i + 1) * 100)));
+        }
+        let full = read_of(pieces, &[100, 200, 300]);
+        let mut r = full.clone();
+        r.trim_to(1000);
+        assert_eq!(r.len(), 300);
+        let mut r = full.clone();
+        r.trim_to(250);
+        assert_eq!((r.len(), lens(&r)), (200, vec![61, 39, 61, 39]));
+        let mut r = full.clone();
+        r.trim_to(130);
+        assert_eq!((r.len(), r.pieces.len()), (100, 2));
+        let mut r = full.clone();
+        r.trim_to(99);
+        assert!(r.pieces.is_empty() && r.batch_ends.is_empty());
+    }
+
+    #[test]
+    fn trimming_a_file_range_takes_a_prefix_of_it() {
+        let file = Arc::new(std::fs::File::open("Cargo.toml").unwrap());
+        let range = FileRange {
+            file,
+            offset: 4096,
+            len: 10_000,
+        };
+        // Only some batch ends are known for a range read from disk.
+        let full = read_of(
+            vec![RecordsPiece::File(range.clone())],
+            &[1000, 4000, 9000, 10_000],
+        );
+        let mut r = full.clone();
+        r.trim_to(8999);
+        assert_eq!(r.batch_ends, vec![1000, 4000]);
+        assert_eq!(r.pieces, vec![RecordsPiece::File(range.prefix(4000))]);
+        let mut r = full;
+        r.trim_to(10_000);
+        assert_eq!(r.pieces, vec![RecordsPiece::File(range)]);
     }
 }

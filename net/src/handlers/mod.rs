@@ -159,7 +159,7 @@ pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
 /// Encodes a response at `api_version` as a reply frame.
 pub fn encode(correlation_id: i32, api_version: i16, response: &Response) -> Reply {
     match sluice_protocol::encode_response(correlation_id, api_version, response) {
-        Ok(frame) => Reply::Frame(frame.chunks),
+        Ok(frame) => Reply::Frame(frame),
         Err(e) => {
             // A response we cannot encode is a broker bug, not the client's fault; the client
             // would wait forever for an answer, so close and say so loudly.
