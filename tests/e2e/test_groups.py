@@ -444,3 +444,25 @@ def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     assert sorted(m.group_instance_id or "" for m in described.members) == ["", "inst-a"]
     a2.close()
     b.close()
+
+
+def test_deleting_a_topic_deletes_its_committed_offsets(broker):
+    create_topic(broker, "gone", 2)
+    create_topic(broker, "kept", 1)
+    c = ck_consumer(broker, "g-gone")
+    c.commit(
+        offsets=[TopicPartition("gone", 0, 3), TopicPartition("gone", 1, 5), TopicPartition("kept", 0, 9)],
+        asynchronous=False,
+    )
+    c.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics(["gone"])["gone"].result(TIMEOUT_S)
+    kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
+    assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
+    # Also after a restart: the deletion was written to __consumer_offsets.
+    broker.kill9()
+    broker.start()
+    offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
+    assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
+    kadmin.close()

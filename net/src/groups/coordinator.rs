@@ -574,6 +574,43 @@ pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
     }
 }
 
+/// Deletes the committed offsets of `topic` in every group of this shard.
+///
+/// Runs on the coordinator shard.
+pub async fn forget_topic(ctx: &Rc<BrokerCtx>, topic: &str) {
+    let Some(n) = super::offsets_partition_count(ctx) else {
+        return;
+    };
+    let work: Vec<(String, Vec<i32>)> = {
+        let groups = ctx.state().groups.groups.borrow();
+        groups
+            .values()
+            .filter_map(|g| {
+                let parts: Vec<i32> = g
+                    .offsets
+                    .keys()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| *p)
+                    .collect();
+                (!parts.is_empty()).then(|| (g.id.clone(), parts))
+            })
+            .collect()
+    };
+    for (group_id, parts) in work {
+        let entries = parts
+            .iter()
+            .map(|p| (records::offset_key(&group_id, topic, *p), None))
+            .collect();
+        if let Err(code) = append(ctx, super::partition_for(&group_id, n), entries).await {
+            tracing::warn!(group = %group_id, topic, code, "cannot delete offsets of a deleted topic");
+            continue;
+        }
+        if let Some(g) = ctx.state().groups.groups.borrow_mut().get_mut(&group_id) {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+    }
+}
+
 /// Carries out an event's effects: answers the waiting JoinGroups, writes the group's
 /// metadata when asked, then answers the waiting SyncGroups (with an error if the write
 /// failed, after which the group rebalances).

@@ -175,6 +175,18 @@ pub async fn committed_offsets(
         .collect())
 }
 
+/// Deletes every group's committed offsets of `topic` (just deleted), on every coordinator
+/// shard, with tombstones.
+///
+/// Runs on the calling shard.
+pub async fn topic_deleted(ctx: &Rc<BrokerCtx>, topic: &str) {
+    let topic = topic.to_string();
+    ctx.call_all(move |shard: Rc<BrokerCtx>| async move {
+        coordinator::forget_topic(&shard, &topic).await;
+    })
+    .await;
+}
+
 /// The topics a consumer group's members subscribe to, read from their `consumer` protocol
 /// metadata; `None` when the group's protocol is not `consumer` (its metadata is opaque).
 pub fn subscribed_topics(g: &Group) -> Option<Vec<String>> {

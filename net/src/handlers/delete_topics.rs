@@ -20,6 +20,7 @@ use sluice_protocol::Uuid;
 use crate::broker::BrokerCtx;
 use crate::cluster;
 use crate::errors;
+use crate::groups;
 use crate::topics::TopicError;
 
 /// Versions served.
@@ -122,6 +123,11 @@ pub async fn handle(
             store.delete(&name)
         })
         .await;
+        if let (Ok(_), Some(deleted)) = (&outcome, &name) {
+            // Committed offsets of a deleted topic go with it, as in Kafka, so a topic
+            // re-created under the name does not inherit positions in a log that is gone.
+            groups::topic_deleted(ctx, deleted).await;
+        }
         responses.push(result(name, id, outcome.map(|_| ())));
     }
     DeleteTopicsResponse {
