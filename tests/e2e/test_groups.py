@@ -466,3 +466,30 @@ def test_deleting_a_topic_deletes_its_committed_offsets(broker):
     offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
     assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
     kadmin.close()
+
+
+def test_group_membership_survives_a_broker_kill9(broker):
+    create_topic(broker, "keep", 2)
+    c = ck_consumer(broker, "g-keep", **{"session.timeout.ms": 6000})
+    c.subscribe(["keep"])
+    until(lambda: ck_parts(c) == {0, 1}, "c owns both", [ck_poll(c)])
+    member = c.memberid()
+    # The group's metadata (generation, members, assignment) was written when it became
+    # stable; the restarted broker rebuilds it, so the member's heartbeats are still valid and
+    # it keeps its partitions without rejoining.
+    broker.kill9()
+    broker.start()
+    seen = []
+
+    def poll():
+        ck_poll(c)()
+        seen.append((ck_parts(c), c.memberid()))
+
+    deadline = time.time() + 4
+    until(lambda: time.time() > deadline, "a few heartbeats", [poll])
+    assert all(parts == {0, 1} and m == member for parts, m in seen)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    described = admin.describe_consumer_groups(["g-keep"])["g-keep"].result(TIMEOUT_S)
+    assert described.state.name == "STABLE"
+    assert [m.member_id for m in described.members] == [member]
+    c.close()
