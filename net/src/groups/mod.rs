@@ -14,19 +14,17 @@
 //! loop for session and rebalance timeouts and offset retention.
 
 pub mod coordinator;
+pub mod load;
 pub mod records;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::batch::BatchIter;
-use sluice_engine::partition::now_ms;
-use sluice_engine::records::decode_records;
 use sluice_engine::types::TopicPartition;
 
 use crate::broker::BrokerCtx;
@@ -35,8 +33,7 @@ use crate::errors;
 use crate::server::ListenerShared;
 use crate::topics::TopicError;
 use coordinator::LoadState;
-use records::RecordKey;
-use state::{CommittedOffset, Group, GroupState, Member};
+use state::{Group, GroupState};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -45,10 +42,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const GROUP_TICK_MS: u64 = 100;
 /// Kafka's `offset.metadata.max.bytes`: longer commit metadata is OFFSET_METADATA_TOO_LARGE.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// Bytes read from `__consumer_offsets` per step while loading.
-const LOAD_READ_BYTES: usize = 1 << 20;
-/// Decompressed size cap for a batch read back while loading.
-const LOAD_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
 /// Java's `String.hashCode` over UTF-16 code units, as Kafka computes it for a group id.
 pub fn java_string_hash(s: &str) -> i32 {
@@ -299,7 +292,7 @@ pub fn start(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
             }
             let Some(ctx) = weak.upgrade() else { return };
             let started = std::time::Instant::now();
-            match load_partition(&ctx, p).await {
+            match load::load_partition(&ctx, p).await {
                 Ok(groups) => {
                     let n = groups.len();
                     ctx.state().groups.install(groups);
@@ -335,171 +328,6 @@ pub fn start(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
         }
     })
     .detach();
-}
-
-/// Reads one `__consumer_offsets` partition from its start and rebuilds its groups: the last
-/// record of each key wins, tombstones delete.
-///
-/// Runs on the partition's home shard.
-async fn load_partition(ctx: &Rc<BrokerCtx>, partition: i32) -> Result<Vec<Group>, String> {
-    let p = coordinator::offsets_partition(ctx, partition)
-        .map_err(|code| format!("partition {partition} is not available (error {code})"))?;
-    let mut metas: HashMap<String, Option<records::GroupValue>> = HashMap::new();
-    let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
-    let mut next = p.log_start_offset();
-    let end = p.high_watermark();
-    while next < end {
-        let read = p
-            .read(next, LOAD_READ_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        if read.is_empty() {
-            break;
-        }
-        let buf = read.to_vec();
-        let before = next;
-        for item in BatchIter::new(&buf) {
-            let (_, batch) = item.map_err(|e| e.to_string())?;
-            let batch_next = batch.next_offset();
-            if batch_next <= next {
-                continue;
-            }
-            next = batch_next;
-            if batch.is_control() {
-                continue;
-            }
-            let decoded = decode_records(
-                batch.attributes(),
-                batch.records(),
-                batch.record_count(),
-                LOAD_DECOMPRESSED_BYTES_MAX,
-            )
-            .map_err(|e| e.to_string())?;
-            for record in decoded.iter() {
-                let record = record.map_err(|e| e.to_string())?;
-                let Some(key) = record.key else { continue };
-                let key = match records::decode_key(key) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        tracing::warn!(partition, error = %e, "skipping an unreadable key");
-                        continue;
-                    }
-                };
-                apply_record(key, record.value, &mut metas, &mut offsets, partition);
-            }
-        }
-        if next == before {
-            break;
-        }
-    }
-    let now = now_ms();
-    let delay = ctx.state().config.group_initial_rebalance_delay_ms as i64;
-    let mut ids: Vec<String> = metas
-        .iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(k, _)| k.clone())
-        .chain(
-            offsets
-                .iter()
-                .filter(|(_, o)| !o.is_empty())
-                .map(|(k, _)| k.clone()),
-        )
-        .collect();
-    ids.sort();
-    ids.dedup();
-    let groups = ids
-        .into_iter()
-        .map(|id| {
-            let mut g = Group::new(&id, delay, now);
-            if let Some(Some(v)) = metas.remove(&id) {
-                let protocol = v.protocol.clone().unwrap_or_default();
-                let members = v
-                    .members
-                    .into_iter()
-                    .map(|m| Member {
-                        id: m.member_id,
-                        instance_id: m.group_instance_id,
-                        client_id: m.client_id,
-                        client_host: m.client_host,
-                        session_timeout_ms: m.session_timeout,
-                        rebalance_timeout_ms: m.rebalance_timeout,
-                        protocol_type: v.protocol_type.clone(),
-                        protocols: vec![(protocol.clone(), m.subscription)],
-                        assignment: m.assignment,
-                        awaiting_join: false,
-                        awaiting_sync: false,
-                        is_new: false,
-                        last_heartbeat_ms: now,
-                    })
-                    .collect();
-                g.restore(
-                    v.protocol_type,
-                    v.generation,
-                    v.protocol,
-                    v.leader,
-                    v.current_state_timestamp,
-                    members,
-                    now,
-                );
-            }
-            if let Some(o) = offsets.remove(&id) {
-                g.offsets = o;
-            }
-            g
-        })
-        .collect();
-    Ok(groups)
-}
-
-/// Applies one stored record to what is being rebuilt.
-fn apply_record(
-    key: RecordKey,
-    value: Option<&[u8]>,
-    metas: &mut HashMap<String, Option<records::GroupValue>>,
-    offsets: &mut HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
-    partition: i32,
-) {
-    match key {
-        RecordKey::Offset {
-            group,
-            topic,
-            partition: p,
-        } => {
-            let entry = offsets.entry(group).or_default();
-            match value.map(records::decode_offset_value) {
-                None => {
-                    entry.remove(&(topic, p));
-                }
-                Some(Ok(v)) => {
-                    entry.insert(
-                        (topic, p),
-                        CommittedOffset {
-                            offset: v.offset,
-                            leader_epoch: v.leader_epoch,
-                            metadata: v.metadata,
-                            commit_timestamp_ms: v.commit_timestamp,
-                            expire_timestamp_ms: (v.expire_timestamp >= 0)
-                                .then_some(v.expire_timestamp),
-                        },
-                    );
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(partition, error = %e, "skipping an unreadable offset commit")
-                }
-            }
-        }
-        RecordKey::Group { group } => match value.map(records::decode_group_value) {
-            None => {
-                metas.insert(group, None);
-            }
-            Some(Ok(v)) => {
-                metas.insert(group, Some(v));
-            }
-            Some(Err(e)) => {
-                tracing::warn!(partition, error = %e, "skipping unreadable group metadata")
-            }
-        },
-    }
 }
 
 #[cfg(test)]

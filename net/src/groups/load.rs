@@ -1,0 +1,347 @@
+//! Rebuilding a shard's groups from its partitions of `__consumer_offsets` at start-up.
+//!
+//! The log is read from its start; the last record of each key wins and a tombstone deletes
+//! (the log is not compacted yet, so this is also what compaction would keep). [`Rebuild`] is
+//! the pure part, fed with the raw batches; [`load_partition`] reads them from the partition.
+//! Runs on the partition's home shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use sluice_engine::batch::BatchIter;
+use sluice_engine::partition::now_ms;
+use sluice_engine::records::decode_records;
+use sluice_engine::types::Offset;
+
+use crate::broker::BrokerCtx;
+use crate::groups::coordinator;
+use crate::groups::records::{self, GroupValue, RecordKey};
+use crate::groups::state::{CommittedOffset, Group, Member};
+
+/// Bytes read from `__consumer_offsets` per step while loading.
+const LOAD_READ_BYTES: usize = 1 << 20;
+/// Decompressed size cap for a batch read back while loading.
+const LOAD_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Reads one `__consumer_offsets` partition from its start and rebuilds its groups.
+///
+/// Runs on the partition's home shard.
+pub async fn load_partition(ctx: &Rc<BrokerCtx>, partition: i32) -> Result<Vec<Group>, String> {
+    let p = coordinator::offsets_partition(ctx, partition)
+        .map_err(|code| format!("partition {partition} is not available (error {code})"))?;
+    let mut rebuild = Rebuild::new(partition);
+    let mut next = p.log_start_offset();
+    let end = p.high_watermark();
+    while next < end {
+        let read = p
+            .read(next, LOAD_READ_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if read.is_empty() {
+            break;
+        }
+        let after = rebuild.apply_batches(&read.to_vec(), next)?;
+        if after == next {
+            break;
+        }
+        next = after;
+    }
+    let delay = ctx.state().config.group_initial_rebalance_delay_ms as i64;
+    Ok(rebuild.into_groups(delay, now_ms()))
+}
+
+/// The latest stored state of every group of one partition, as the log is replayed.
+pub struct Rebuild {
+    partition: i32,
+    /// Latest group metadata by group (`None`: deleted).
+    metas: HashMap<String, Option<GroupValue>>,
+    offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
+}
+
+impl Rebuild {
+    pub fn new(partition: i32) -> Rebuild {
+        Rebuild {
+            partition,
+            metas: HashMap::new(),
+            offsets: HashMap::new(),
+        }
+    }
+
+    /// Applies the records of the batches in `buf` that end after `next` (a read may start
+    /// inside a batch already applied); returns the offset after the last batch applied.
+    /// Control batches (transaction markers) carry no group state and are skipped.
+    pub fn apply_batches(&mut self, buf: &[u8], next: Offset) -> Result<Offset, String> {
+        let mut next = next;
+        for item in BatchIter::new(buf) {
+            let (_, batch) = item.map_err(|e| e.to_string())?;
+            let batch_next = batch.next_offset();
+            if batch_next <= next {
+                continue;
+            }
+            next = batch_next;
+            if batch.is_control() {
+                continue;
+            }
+            let decoded = decode_records(
+                batch.attributes(),
+                batch.records(),
+                batch.record_count(),
+                LOAD_DECOMPRESSED_BYTES_MAX,
+            )
+            .map_err(|e| e.to_string())?;
+            for record in decoded.iter() {
+                let record = record.map_err(|e| e.to_string())?;
+                let Some(key) = record.key else { continue };
+                match records::decode_key(key) {
+                    Ok(key) => self.apply(key, record.value),
+                    // Kafka skips keys it does not know too (newer record types).
+                    Err(e) => tracing::warn!(
+                        partition = self.partition,
+                        error = %e,
+                        "skipping an unreadable key"
+                    ),
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Applies one record.
+    fn apply(&mut self, key: RecordKey, value: Option<&[u8]>) {
+        let partition = self.partition;
+        match key {
+            RecordKey::Offset {
+                group,
+                topic,
+                partition: p,
+            } => {
+                let entry = self.offsets.entry(group).or_default();
+                match value.map(records::decode_offset_value) {
+                    None => {
+                        entry.remove(&(topic, p));
+                    }
+                    Some(Ok(v)) => {
+                        entry.insert(
+                            (topic, p),
+                            CommittedOffset {
+                                offset: v.offset,
+                                leader_epoch: v.leader_epoch,
+                                metadata: v.metadata,
+                                commit_timestamp_ms: v.commit_timestamp,
+                                expire_timestamp_ms: (v.expire_timestamp >= 0)
+                                    .then_some(v.expire_timestamp),
+                            },
+                        );
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(partition, error = %e, "skipping an unreadable offset commit")
+                    }
+                }
+            }
+            RecordKey::Group { group } => match value.map(records::decode_group_value) {
+                None => {
+                    self.metas.insert(group, None);
+                }
+                Some(Ok(v)) => {
+                    self.metas.insert(group, Some(v));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(partition, error = %e, "skipping unreadable group metadata")
+                }
+            },
+        }
+    }
+
+    /// The groups that exist after the replay: those with metadata or committed offsets.
+    /// Members come back in their stored generation and must heartbeat within their session
+    /// timeout from `now_ms`.
+    pub fn into_groups(mut self, initial_delay_ms: i64, now_ms: i64) -> Vec<Group> {
+        let mut ids: Vec<String> = self
+            .metas
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.offsets
+                    .iter()
+                    .filter(|(_, o)| !o.is_empty())
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
+                let mut g = Group::new(&id, initial_delay_ms, now_ms);
+                if let Some(Some(v)) = self.metas.remove(&id) {
+                    restore(&mut g, v, now_ms);
+                }
+                if let Some(o) = self.offsets.remove(&id) {
+                    g.offsets = o;
+                }
+                g
+            })
+            .collect()
+    }
+}
+
+fn restore(g: &mut Group, v: GroupValue, now_ms: i64) {
+    let protocol = v.protocol.clone().unwrap_or_default();
+    let members = v
+        .members
+        .into_iter()
+        .map(|m| Member {
+            id: m.member_id,
+            instance_id: m.group_instance_id,
+            client_id: m.client_id,
+            client_host: m.client_host,
+            session_timeout_ms: m.session_timeout,
+            rebalance_timeout_ms: m.rebalance_timeout,
+            protocol_type: v.protocol_type.clone(),
+            // Only the chosen protocol's metadata is stored, as in Kafka.
+            protocols: vec![(protocol.clone(), m.subscription)],
+            assignment: m.assignment,
+            awaiting_join: false,
+            awaiting_sync: false,
+            is_new: false,
+            last_heartbeat_ms: now_ms,
+        })
+        .collect();
+    g.restore(
+        v.protocol_type,
+        v.generation,
+        v.protocol,
+        v.leader,
+        v.current_state_timestamp,
+        members,
+        now_ms,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sluice_engine::builder::BatchBuilder;
+    use sluice_engine::compression::Codec;
+
+    use super::*;
+    use crate::groups::records::{MemberValue, OffsetValue};
+    use crate::groups::state::GroupState;
+
+    fn offset(group: &str, topic: &str, p: i32, value: Option<i64>) -> (Bytes, Option<Bytes>) {
+        (
+            records::offset_key(group, topic, p),
+            value.map(|o| {
+                records::offset_value(&OffsetValue {
+                    offset: o,
+                    leader_epoch: -1,
+                    metadata: format!("m{o}"),
+                    commit_timestamp: 1000 + o,
+                    expire_timestamp: -1,
+                })
+            }),
+        )
+    }
+
+    fn group(id: &str, members: &[&str]) -> (Bytes, Option<Bytes>) {
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 4,
+            protocol: Some("range".into()),
+            leader: members.first().map(|m| m.to_string()),
+            current_state_timestamp: 500,
+            members: members
+                .iter()
+                .map(|m| MemberValue {
+                    member_id: m.to_string(),
+                    group_instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "/10.0.0.1".into(),
+                    rebalance_timeout: 30_000,
+                    session_timeout: 10_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"asg"),
+                })
+                .collect(),
+        };
+        (records::group_key(id), Some(records::group_value(&value)))
+    }
+
+    /// Concatenated batches, one per entry list, with consecutive offsets.
+    fn log(batches: &[Vec<(Bytes, Option<Bytes>)>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut base = 0i64;
+        for entries in batches {
+            let mut b = BatchBuilder::new(Codec::None).base_offset(base);
+            for (k, v) in entries {
+                b.append(0, Some(k), v.as_deref(), &[]).unwrap();
+            }
+            out.extend_from_slice(&b.build().unwrap());
+            base += entries.len() as i64;
+        }
+        out
+    }
+
+    #[test]
+    fn the_last_record_of_each_key_wins_and_tombstones_delete() {
+        let buf = log(&[
+            vec![offset("g1", "t", 0, Some(5)), offset("g1", "t", 1, Some(3))],
+            vec![group("g1", &["m-1"]), offset("g2", "t", 0, Some(1))],
+            vec![offset("g1", "t", 0, Some(7)), offset("g1", "t", 1, None)],
+            vec![group("g3", &[]), (records::group_key("g3"), None)],
+            vec![group("g2", &["x"]), (records::group_key("g2"), None)],
+        ]);
+        let mut r = Rebuild::new(0);
+        assert_eq!(r.apply_batches(&buf, Offset(0)).unwrap(), Offset(10));
+        let groups = r.into_groups(0, 2_000);
+        let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, vec!["g1", "g2"], "g3 was deleted and has no offsets");
+        let g1 = &groups[0];
+        assert_eq!(g1.state, GroupState::Stable);
+        assert_eq!(g1.generation, 4);
+        assert_eq!(g1.leader.as_deref(), Some("m-1"));
+        assert_eq!(g1.members["m-1"].assignment, Bytes::from_static(b"asg"));
+        assert_eq!(g1.members["m-1"].last_heartbeat_ms, 2_000);
+        let o: Vec<(&str, i32, i64, &str)> = g1
+            .offsets
+            .iter()
+            .map(|((t, p), o)| (t.as_str(), *p, o.offset, o.metadata.as_str()))
+            .collect();
+        assert_eq!(o, vec![("t", 0, 7, "m7")]);
+        // g2's metadata is gone but its offsets stay: an Empty group that only has offsets.
+        let g2 = &groups[1];
+        assert_eq!(g2.state, GroupState::Empty);
+        assert_eq!(g2.offsets.len(), 1);
+    }
+
+    #[test]
+    fn batches_already_applied_are_skipped_when_a_read_starts_inside_them() {
+        let buf = log(&[
+            vec![offset("g", "t", 0, Some(1)), offset("g", "t", 0, Some(2))],
+            vec![offset("g", "t", 0, Some(3))],
+        ]);
+        let mut r = Rebuild::new(0);
+        // Offsets 0 and 1 were applied by an earlier read; only the batch at 2 counts.
+        r.offsets.entry("g".into()).or_default().insert(
+            ("t".into(), 0),
+            CommittedOffset {
+                offset: 9,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+                expire_timestamp_ms: None,
+            },
+        );
+        assert_eq!(r.apply_batches(&buf, Offset(2)).unwrap(), Offset(3));
+        let groups = r.into_groups(0, 0);
+        assert_eq!(groups[0].offsets[&("t".to_string(), 0)].offset, 3);
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_an_error() {
+        let mut buf = log(&[vec![offset("g", "t", 0, Some(1))]]);
+        let last = buf.len() - 1;
+        buf[last] ^= 0xff;
+        assert!(Rebuild::new(0).apply_batches(&buf, Offset(0)).is_err());
+    }
+}
