@@ -460,9 +460,11 @@ def test_deleting_a_topic_deletes_its_committed_offsets(broker):
     kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
     assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
+    kadmin.close()
     # Also after a restart: the deletion was written to __consumer_offsets.
     broker.kill9()
     broker.start()
+    kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
     assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
     kadmin.close()
