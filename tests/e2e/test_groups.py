@@ -340,6 +340,19 @@ def test_groups_are_listed_described_and_deleted_with_both_admin_clients(broker)
     kdesc = kadmin.describe_groups(["g-active"])["g-active"]
     assert kdesc["group_state"] == "Stable" and len(kdesc["members"]) == 1
     assert kdesc["protocol_data"] == "range"
+    # OffsetDelete: an active group keeps the offsets of topics it consumes; an empty one
+    # loses them.
+    from kafka.errors import GroupSubscribedToTopicError, NoError
+
+    active.commit(offsets=[TopicPartition("adm", 1, 2)], asynchronous=False)
+    result = kadmin.delete_group_offsets("g-active", [KTopicPartition("adm", 1)])
+    assert result == {KTopicPartition("adm", 1): GroupSubscribedToTopicError}
+    result = kadmin.delete_group_offsets("g-idle", [KTopicPartition("adm", 0)])
+    assert result == {KTopicPartition("adm", 0): NoError}
+    assert kadmin.list_group_offsets({"g-idle": None})["g-idle"] == {}
+    idle = ck_consumer(broker, "g-idle")
+    idle.commit(offsets=[TopicPartition("adm", 0, 4)], asynchronous=False)
+    idle.close()
 
     # A group with members cannot be deleted; an empty one can, with its offsets.
     with pytest.raises(KafkaException) as err:
