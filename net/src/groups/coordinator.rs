@@ -532,27 +532,32 @@ pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
     let now = now_ms();
     let retention_ms = (ctx.state().config.offsets_retention_minutes as i64).saturating_mul(60_000);
     let nr = super::offsets_partition_count(ctx);
-    // (group, its expired offsets, whether the group goes with them)
-    type Expiry = (String, Vec<(String, i32)>, bool);
-    let work: Vec<Expiry> = {
+    let due: Vec<String> = {
         let groups = ctx.state().groups.groups.borrow();
         groups
             .values()
-            .filter_map(|g| {
-                let expired = g.expired_offsets(now, retention_ms);
-                let emptied = g.state == GroupState::Empty && expired.len() == g.offsets.len();
-                (!expired.is_empty() || (emptied && g.generation > 0))
-                    .then(|| (g.id.clone(), expired, emptied))
-            })
+            .filter(|g| expiry(g, now, retention_ms).is_some())
+            .map(|g| g.id.clone())
             .collect()
     };
-    for (group_id, expired, emptied) in work {
+    for group_id in due {
         let Some(partition) = nr.map(|n| super::partition_for(&group_id, n)) else {
             return;
         };
+        // Earlier groups' writes were awaited: look at this group again as it is now.
+        let Some((expired, emptied)) = ctx
+            .state()
+            .groups
+            .groups
+            .borrow()
+            .get(&group_id)
+            .and_then(|g| expiry(g, now, retention_ms))
+        else {
+            continue;
+        };
         let mut entries: Vec<(Bytes, Option<Bytes>)> = expired
             .iter()
-            .map(|(t, p)| (records::offset_key(&group_id, t, *p), None))
+            .map(|((t, p), _)| (records::offset_key(&group_id, t, *p), None))
             .collect();
         if emptied {
             entries.push((records::group_key(&group_id), None));
@@ -563,10 +568,17 @@ pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
         }
         let mut groups = ctx.state().groups.groups.borrow_mut();
         if let Some(g) = groups.get_mut(&group_id) {
-            for k in &expired {
-                g.offsets.remove(k);
+            for (k, o) in &expired {
+                // A commit made while the tombstone was being written stays.
+                if g.offsets.get(k) == Some(o) {
+                    g.offsets.remove(k);
+                }
             }
-            if emptied && g.state == GroupState::Empty && g.offsets.is_empty() {
+            if emptied
+                && g.state == GroupState::Empty
+                && g.offsets.is_empty()
+                && g.pending.is_empty()
+            {
                 groups.remove(&group_id);
             }
         }
@@ -609,6 +621,25 @@ pub async fn forget_topic(ctx: &Rc<BrokerCtx>, topic: &str) {
             g.offsets.retain(|(t, _), _| t != topic);
         }
     }
+}
+
+/// What retention takes from a group now: its expired offsets, and whether the group itself
+/// goes (no members, no member ids being handed out, no offsets left: Kafka turns it Dead,
+/// whether or not it ever had a generation). `None` when nothing is due.
+#[allow(clippy::type_complexity)]
+fn expiry(
+    g: &Group,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Option<(Vec<((String, i32), CommittedOffset)>, bool)> {
+    let expired: Vec<((String, i32), CommittedOffset)> = g
+        .expired_offsets(now_ms, retention_ms)
+        .into_iter()
+        .filter_map(|k| g.offsets.get(&k).cloned().map(|o| (k, o)))
+        .collect();
+    let emptied =
+        g.state == GroupState::Empty && g.pending.is_empty() && expired.len() == g.offsets.len();
+    (!expired.is_empty() || emptied).then_some((expired, emptied))
 }
 
 /// Carries out an event's effects: answers the waiting JoinGroups, writes the group's
@@ -744,5 +775,34 @@ pub(crate) fn offsets_partition(ctx: &Rc<BrokerCtx>, partition: i32) -> Result<P
         Some(Slot::Online(p)) => Ok(p),
         Some(Slot::Offline(_)) => Err(errors::COORDINATOR_NOT_AVAILABLE),
         None => Err(errors::NOT_COORDINATOR),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_removes_empty_groups_and_expired_offsets_only() {
+        let mut g = Group::new("g", 0, 0);
+        // Nothing left in it: the group goes, even though it never had a generation.
+        assert_eq!(expiry(&g, 10, 1_000), Some((vec![], true)));
+        // A member id handed out (KIP-394) keeps it.
+        g.pending.insert("m".into(), 100);
+        assert_eq!(expiry(&g, 10, 1_000), None);
+        g.pending.clear();
+        let o = CommittedOffset {
+            offset: 3,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 50,
+            expire_timestamp_ms: None,
+        };
+        g.commit("t", 0, o.clone());
+        assert_eq!(expiry(&g, 1_049, 1_000), None);
+        assert_eq!(
+            expiry(&g, 1_050, 1_000),
+            Some((vec![(("t".to_string(), 0), o)], true))
+        );
     }
 }
