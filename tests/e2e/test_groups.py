@@ -16,7 +16,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 
@@ -393,6 +393,9 @@ def test_consumer_offsets_is_internal_undeletable_and_in_kafka_format(broker):
     with pytest.raises(KafkaException) as err:
         admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"].result(TIMEOUT_S)
     assert err.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(KafkaException) as err:
+        admin.create_partitions([NewPartitions("__consumer_offsets", 60)])["__consumer_offsets"].result(TIMEOUT_S)
+    assert err.value.args[0].code() == KafkaError.INVALID_REQUEST
     # Read the commit back from the topic itself and decode it as Kafka's formatter does.
     reader = KafkaConsumer(
         "__consumer_offsets",

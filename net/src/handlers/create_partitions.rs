@@ -3,9 +3,10 @@
 //!
 //! The new count must be larger than the current one (INVALID_PARTITIONS otherwise, as Kafka
 //! never removes partitions). A manual assignment must give exactly one broker list per new
-//! partition, each naming only this node (INVALID_REPLICA_ASSIGNMENT otherwise). The change is
-//! made on the control shard, and the new partitions are open on their home shards before the
-//! response is sent. Runs on the connection's shard.
+//! partition, each naming only this node (INVALID_REPLICA_ASSIGNMENT otherwise). Internal
+//! topics keep their count (INVALID_REQUEST): `__consumer_offsets` maps groups to partitions by
+//! it. The change is made on the control shard, and the new partitions are open on their home
+//! shards before the response is sent. Runs on the connection's shard.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -105,6 +106,13 @@ pub fn check(
     let Some(meta) = snapshot.topic(name) else {
         return Err(TopicError::UnknownTopic(name.to_string()));
     };
+    if meta.internal {
+        // Groups are mapped to __consumer_offsets partitions by the partition count: a new
+        // count would move every group away from its stored state.
+        return Err(TopicError::InvalidRequest(format!(
+            "the partition count of internal topic '{name}' cannot change"
+        )));
+    }
     if total < meta.partitions {
         return Err(TopicError::InvalidPartitions(format!(
             "topic '{name}' has {} partitions, more than the requested {total}; partitions \
