@@ -17,6 +17,6 @@ if ! command -v kcat >/dev/null 2>&1; then
   apt-get install -y -qq kcat >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, pytest' >/dev/null 2>&1; then
+if ! python3 -c 'import confluent_kafka, kafka, pytest, prometheus_client' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -56,6 +56,10 @@ struct StartArgs {
     /// Kafka listener address [default: 127.0.0.1:9092].
     #[arg(long)]
     listen: Option<String>,
+    /// Admin HTTP listener for /metrics and /v1/status/*, HOST:PORT or `off`
+    /// [default: 127.0.0.1:9644].
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// HOST:PORT that clients are told to connect to [default: the listen address].
     #[arg(long)]
     advertised: Option<String>,
@@ -103,6 +107,7 @@ impl StartArgs {
         ConfigLayer {
             data_dir: self.data_dir.clone(),
             listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
             advertised: self.advertised.clone(),
             shards: self.shards,
             node_id: self.node_id,

@@ -3,7 +3,9 @@
 //! `run` starts one shard per configured core. Each shard primes glommio's DMA probe, joins the
 //! cross-core mesh with its `ShardState`, binds the shared listener address (SO_REUSEPORT), and
 //! serves connections until shutdown. Shard 0 prints the ready line once every shard is
-//! listening, so a supervisor (or a test) that waits for that line can connect at once.
+//! listening, so a supervisor (or a test) that waits for that line can connect at once. Shard 0
+//! also serves the admin HTTP listener ([`crate::admin`]), bound on the main thread before the
+//! shards start.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +41,8 @@ pub enum BrokerError {
     #[error("cannot read or create the cluster id: {0}")]
     ClusterId(#[source] std::io::Error),
     #[error(transparent)]
+    Admin(#[from] crate::admin::AdminBindError),
+    #[error(transparent)]
     Shards(#[from] sluice_engine::shard::ShardError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: u32, message: String },
@@ -55,6 +59,8 @@ pub struct ShardState {
     pub notifier: crate::notify::AppendNotifier,
     /// Incremental fetch sessions of this shard's connections.
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
+    /// This shard's request, data and resource figures, gathered by `/metrics`.
+    pub metrics: crate::metrics::ShardMetrics,
     /// The consumer groups this shard coordinates.
     pub groups: crate::groups::coordinator::GroupsShard,
 }
@@ -73,6 +79,21 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     if config.advertised_port == 0 {
         config.advertised_port = config.listen.port();
     }
+    // Bound here, before any shard starts: a taken admin port is a start-up error, and port 0
+    // becomes the real port the ready line prints.
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let listener = crate::admin::bind(addr)?;
+            config.admin_listen = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| crate::admin::AdminBindError { addr, source })?,
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    let admin = Arc::new(std::sync::Mutex::new(admin));
     // Held until the broker stops; see `PortClaim` for why SO_REUSEPORT needs it.
     let _port_claim =
         server::claim_listen_port(config.listen).map_err(|source| BrokerError::PortTaken {
@@ -101,16 +122,20 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
         let listening = listening.clone();
         let cluster_id = cluster_id.clone();
         let initial = initial.clone();
-        let store = if boot.id() == CONTROL_SHARD {
-            store.lock().ok().and_then(|mut s| s.take())
+        let (store, admin) = if boot.id() == CONTROL_SHARD {
+            (
+                store.lock().ok().and_then(|mut s| s.take()),
+                admin.lock().ok().and_then(|mut a| a.take()),
+            )
         } else {
-            None
+            (None, None)
         };
         let boot_state = BootState {
             config,
             cluster_id,
             initial,
             store,
+            admin,
         };
         async move { run_shard(boot, boot_state, shared, listening).await }
     })?;
@@ -129,6 +154,8 @@ struct BootState {
     cluster_id: Arc<str>,
     initial: Arc<TopicsSnapshot>,
     store: Option<TopicStore>,
+    /// The admin HTTP listener; `Some` only on the control shard, which serves it.
+    admin: Option<std::net::TcpListener>,
 }
 
 /// Runs on shard `boot.id()` for the broker's whole life.
@@ -143,6 +170,7 @@ async fn run_shard(
         cluster_id,
         initial,
         store,
+        admin,
     } = boot_state;
     let id = boot.id();
     let nr_shards = boot.nr_shards();
@@ -160,10 +188,29 @@ async fn run_shard(
                 nr_shards,
                 crate::fetch_sessions::FETCH_SESSIONS_PER_SHARD_MAX,
             ),
+            metrics: crate::metrics::ShardMetrics::new(),
             groups: crate::groups::coordinator::GroupsShard::default(),
         })
         .await
         .map_err(|e| e.to_string())?;
+    // The admin listener answers (503) while partitions recover; it stops after them below.
+    let (admin_stop, admin_task) = match admin {
+        Some(listener) => {
+            let (stop, stopped) = glommio::channels::local_channel::new_bounded::<()>(1);
+            let status = crate::admin::BrokerStatus {
+                listening: listening.clone(),
+                nr_shards,
+                shared: shared.clone(),
+            };
+            let stopped = async move {
+                let _ = stopped.recv().await;
+            };
+            let task =
+                glommio::spawn_local(crate::admin::serve(ctx.clone(), listener, status, stopped));
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     // Open (and recover) this shard's partitions before accepting any connection.
     cluster::apply_snapshot(&ctx, initial).await;
     // The offsets topic exists on every shard before the broker reports ready.
@@ -180,8 +227,12 @@ async fn run_shard(
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         // The one line a supervisor waits for; stdout so it is easy to pick out from logs.
+        let admin = match config.admin_listen {
+            Some(addr) => format!(", admin on http://{addr}"),
+            None => String::new(),
+        };
         println!(
-            "sluice ready: listening on {} ({} shards, data in {})",
+            "sluice ready: listening on {} ({} shards, data in {}){admin}",
             config.listen,
             nr_shards,
             config.data_dir.display()
@@ -200,6 +251,10 @@ async fn run_shard(
     let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
     server::accept_loop(listener, listener_config, shared, handler).await;
     cluster::close_all(&ctx).await;
+    drop(admin_stop);
+    if let Some(task) = admin_task {
+        task.await;
+    }
     ctx.close_mesh();
     Ok(())
 }
@@ -246,5 +301,9 @@ struct KafkaHandler {
 impl Handler for KafkaHandler {
     fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply> {
         Box::pin(async move { crate::handlers::handle_frame(&self.ctx, frame).await })
+    }
+
+    fn connection_event(&self, event: crate::connection::ConnectionEvent) {
+        self.ctx.state().metrics.connection_event(event);
     }
 }

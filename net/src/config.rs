@@ -1,7 +1,8 @@
 //! Broker configuration: embedded defaults, an optional TOML file, then command-line flags.
 //!
 //! Every setting has a default that makes `sluice start` work on a fresh machine with no file:
-//! data in `./data`, the Kafka listener on `127.0.0.1:9092`, one shard per core. A TOML file
+//! data in `./data`, the Kafka listener on `127.0.0.1:9092`, the admin HTTP listener on
+//! `127.0.0.1:9644` (`admin-listen = "off"` turns it off), one shard per core. A TOML file
 //! (`--config`) uses the flag names as keys (`data-dir = "/var/lib/sluice"`), and flags win over
 //! the file. The resolved config is plain data, built once on the main thread and cloned to
 //! every shard.
@@ -31,6 +32,10 @@ pub const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 30 * 60 * 1000;
 pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
 /// Default `offsets.retention.check.interval.ms` (Kafka's default, 10 minutes).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default address of the admin HTTP listener (metrics, status).
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+/// The `admin-listen` value that turns the admin listener off.
+pub const ADMIN_LISTEN_OFF: &str = "off";
 /// Requests of one connection that may be in flight (decoded, not yet answered) at once.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 32;
 
@@ -55,6 +60,7 @@ pub enum ConfigError {
 pub struct ConfigLayer {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub advertised: Option<String>,
     pub shards: Option<u32>,
     pub node_id: Option<i32>,
@@ -93,6 +99,7 @@ impl ConfigLayer {
         ConfigLayer {
             data_dir: over.data_dir.or(self.data_dir),
             listen: over.listen.or(self.listen),
+            admin_listen: over.admin_listen.or(self.admin_listen),
             advertised: over.advertised.or(self.advertised),
             shards: over.shards.or(self.shards),
             node_id: over.node_id.or(self.node_id),
@@ -140,6 +147,8 @@ impl ConfigLayer {
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The admin HTTP listener (`/metrics`, `/v1/status/*`); `None` when turned off.
+    pub admin_listen: Option<SocketAddr>,
     /// Host and port that Metadata responses tell clients to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -176,6 +185,11 @@ impl BrokerConfig {
     pub fn resolve(layer: ConfigLayer) -> Result<BrokerConfig, ConfigError> {
         let listen_text = layer.listen.unwrap_or_else(|| "127.0.0.1:9092".into());
         let listen = resolve_addr("listen", &listen_text)?;
+        let admin_listen = match layer.admin_listen.as_deref() {
+            Some(ADMIN_LISTEN_OFF) => None,
+            Some(text) => Some(resolve_addr("admin-listen", text)?),
+            None => Some(resolve_addr("admin-listen", ADMIN_LISTEN_DEFAULT)?),
+        };
         let (advertised_host, advertised_port) = match layer.advertised {
             Some(text) => split_host_port("advertised", &text)?,
             None if listen.ip().is_unspecified() => (local_hostname(), listen.port()),
@@ -253,6 +267,7 @@ impl BrokerConfig {
         Ok(BrokerConfig {
             data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             listen,
+            admin_listen,
             advertised_host,
             advertised_port,
             shards,
@@ -335,6 +350,31 @@ mod tests {
         assert!(c.shards >= 1);
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9644".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_admin_listener_can_move_or_be_turned_off() {
+        let file: ConfigLayer = toml::from_str("admin-listen = \"127.0.0.1:0\"").unwrap();
+        let c = BrokerConfig::resolve(file.clone()).unwrap();
+        assert_eq!(c.admin_listen, Some("127.0.0.1:0".parse().unwrap()));
+        let flags = ConfigLayer {
+            admin_listen: Some("off".into()),
+            ..ConfigLayer::default()
+        };
+        let c = BrokerConfig::resolve(file.overridden_by(flags)).unwrap();
+        assert_eq!(c.admin_listen, None);
+        let bad = ConfigLayer {
+            admin_listen: Some("nowhere".into()),
+            ..ConfigLayer::default()
+        };
+        assert!(matches!(
+            BrokerConfig::resolve(bad),
+            Err(ConfigError::Invalid {
+                key: "admin-listen",
+                ..
+            })
+        ));
     }
 
     #[test]

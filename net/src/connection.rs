@@ -49,6 +49,18 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// Handles one request frame (the bytes after the size prefix).
 pub trait Handler: 'static {
     fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply>;
+
+    /// Told when the listener opens, closes or refuses a connection (metrics).
+    fn connection_event(&self, _event: ConnectionEvent) {}
+}
+
+/// What happened to a connection of a shard's listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    Opened,
+    Closed,
+    /// Closed at once: the broker already had `max_connections` open.
+    Refused,
 }
 
 /// Per-connection limits.

@@ -1,5 +1,6 @@
 //! The Sluice broker server: listeners, connections, request dispatch, one handler per Kafka API.
 
+pub mod admin;
 pub mod broker;
 pub mod broker_configs;
 pub mod cluster;
@@ -10,6 +11,7 @@ pub mod errors;
 pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
+pub mod metrics;
 pub mod notify;
 pub mod producer_ids;
 pub mod server;

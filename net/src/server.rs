@@ -21,7 +21,7 @@ use std::time::Duration;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpListener;
 
-use crate::connection::{self, ConnectionEnd, ConnectionLimits, Handler};
+use crate::connection::{self, ConnectionEnd, ConnectionEvent, ConnectionLimits, Handler};
 
 /// How often a waiting shard looks at the shutdown flag (set from a signal handler thread).
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
@@ -87,11 +87,13 @@ pub async fn accept_loop<H: Handler>(
         let open = shared.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
         if open > config.max_connections {
             shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            handler.connection_event(ConnectionEvent::Refused);
             tracing::warn!(%peer, max = config.max_connections, "too many connections; closing");
             drop(stream);
             continue;
         }
         local_open.set(local_open.get() + 1);
+        handler.connection_event(ConnectionEvent::Opened);
         let shared = shared.clone();
         let handler = handler.clone();
         let limits = config.limits;
@@ -102,7 +104,7 @@ pub async fn accept_loop<H: Handler>(
         stops.borrow_mut().insert(id, stop_tx);
         let conn_stops = stops.clone();
         glommio::spawn_local(async move {
-            let end = connection::serve(stream, peer, limits, handler, stop_rx).await;
+            let end = connection::serve(stream, peer, limits, handler.clone(), stop_rx).await;
             conn_stops.borrow_mut().remove(&id);
             match &end {
                 ConnectionEnd::ClientClosed | ConnectionEnd::Shutdown => {
@@ -112,6 +114,7 @@ pub async fn accept_loop<H: Handler>(
                 _ => tracing::warn!(%peer, reason = %end, "closed connection"),
             }
             shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            handler.connection_event(ConnectionEvent::Closed);
             local.set(local.get() - 1);
         })
         .detach();

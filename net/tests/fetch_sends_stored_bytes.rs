@@ -42,6 +42,8 @@ impl Broker {
         let config = BrokerConfig::resolve(ConfigLayer {
             data_dir: Some(data_dir.to_path_buf()),
             listen: Some(format!("127.0.0.1:{port}")),
+            // Tests run side by side; none of them scrapes metrics.
+            admin_listen: Some("off".into()),
             shards: Some(2),
             dev: Some(true),
             ..ConfigLayer::default()

@@ -47,6 +47,8 @@ impl Broker {
         let config = BrokerConfig::resolve(ConfigLayer {
             data_dir: Some(dir.path().join("data")),
             listen: Some(format!("127.0.0.1:{port}")),
+            // Tests run side by side; none of them scrapes metrics.
+            admin_listen: Some("off".into()),
             shards: Some(2),
             dev: Some(true),
             offsets_topic_num_partitions: Some(8),

@@ -4,9 +4,15 @@ Each test that asks for `broker` gets its own broker with a fresh temporary data
 broker is the binary built by `cargo build` (path from $SLUICE_BIN, else target/debug/sluice
 relative to this file), started with `--dev` only if the temporary directory lacks O_DIRECT, and
 stopped by PID at the end of the test: SIGTERM first, SIGKILL if it does not exit.
+
+Every broker also gets its own admin HTTP listener on a port the kernel picks
+(`--admin-listen 127.0.0.1:0`, unless the test passes `--admin-listen` itself), so brokers of
+tests running side by side never collide; the bound address is read from the ready line and
+offered as `Broker.admin_url`.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30
+ADMIN_URL_IN_READY_LINE = re.compile(rb"admin on (http://\S+)")
 # Consumer-group timings that keep the group tests fast, unless a test gives its own: no
 # initial rebalance delay (Kafka waits 3 s for more members of a new group) and session
 # timeouts allowed down to 1 s (Kafka's minimum is 6 s).
@@ -49,6 +56,9 @@ class Broker:
         self.port = port
         self.extra_args = list(extra_args)
         self.proc = None
+        # The admin listener's base URL (no trailing slash), known once the broker is ready;
+        # None when the test turned the listener off.
+        self.admin_url = None
         self.log_path = data_dir.parent / f"broker-{port}.log"
 
     @property
@@ -67,6 +77,8 @@ class Broker:
             "info",
             *self.extra_args,
         ]
+        if "--admin-listen" not in self.extra_args:
+            args += ["--admin-listen", "127.0.0.1:0"]
         for flag, value in GROUP_ARGS.items():
             if flag not in self.extra_args:
                 args += [flag, value]
@@ -78,6 +90,8 @@ class Broker:
             if not line:
                 break
             if b"ready" in line:
+                found = ADMIN_URL_IN_READY_LINE.search(line)
+                self.admin_url = found.group(1).decode() if found else None
                 return self
         self.stop()
         raise RuntimeError(f"broker did not become ready; log:\n{self.log()}")

@@ -215,6 +215,7 @@ pub async fn handle(
         if bytes >= min_bytes || any_error || Instant::now() >= deadline {
             break reads;
         }
+        let _parked = ctx.state().metrics.fetch_parked();
         wait_for_appends(ctx, &targets, deadline).await;
         if Instant::now() >= deadline {
             // One last read: the wait may have ended because of an append just before the

@@ -125,19 +125,29 @@ pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
 pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
     let (header, request) = match sluice_protocol::decode_request(frame) {
         Ok(decoded) => decoded,
-        Err(err) => return api_versions::answer_undecodable(&err),
+        Err(err) => {
+            ctx.state().metrics.count_undecodable();
+            return api_versions::answer_undecodable(&err);
+        }
     };
     let api = request.api_key();
+    let _timer =
+        ctx.state()
+            .metrics
+            .request_started(api, header.request_api_version, header.correlation_id);
     let version = header.request_api_version;
     match served_range(api) {
         Some((lo, hi)) if (lo..=hi).contains(&version) => {}
         // A client must not send a version that was not advertised; Kafka closes the
         // connection in that case, because the response could not be parsed by the client.
         _ => {
+            ctx.state()
+                .metrics
+                .count_error(api, crate::errors::UNSUPPORTED_VERSION);
             return Reply::Close(format!(
                 "{api:?} v{version} is not served (correlation id {})",
                 header.correlation_id
-            ))
+            ));
         }
     }
     // Produce with acks=0 gets no response; Kafka signals its failures by closing the connection.
@@ -145,6 +155,9 @@ pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
     let Some(response) = dispatch(ctx, &header, request).await else {
         return Reply::Close(format!("{api:?} has no handler"));
     };
+    ctx.state()
+        .metrics
+        .observe_response(&ctx.state().cluster, &response);
     if no_response {
         return match &response {
             Response::Produce(r) if produce::any_error(r) => {

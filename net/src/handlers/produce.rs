@@ -309,11 +309,14 @@ async fn append_one(
             return o;
         }
     };
+    let bytes = records.len();
     match partition.append(records, durability).await {
         Ok(info) => {
             // The append is written, so the high watermark has moved past it: waiting fetches
             // can now read it.
             home.state().notifier.notify(&tp);
+            let records = info.last_offset.0 - info.base_offset.0 + 1;
+            home.state().metrics.produced(&tp, bytes, records);
             PartitionOutcome {
                 error_code: errors::NONE,
                 error_message: None,

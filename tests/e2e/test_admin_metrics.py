@@ -1,0 +1,236 @@
+"""The admin HTTP listener: /metrics read by the Prometheus project's own Python parser while a
+real client (confluent-kafka) produces and fetches, and the status endpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Broker, free_port, sluice_bin
+from datapath import TIMEOUT_S, ck_consume, create_topic
+
+
+def http(url, method="GET"):
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+class Scrape:
+    """One /metrics body, parsed by prometheus_client."""
+
+    def __init__(self, text):
+        self.text = text
+        self.types = {}
+        self.samples = {}
+        for family in text_string_to_metric_families(text):
+            self.types[family.name] = family.type
+            for s in family.samples:
+                self.samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def value(self, name, **labels):
+        """The sample's value; 0 when the series does not exist (yet)."""
+        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def total(self, name):
+        """The sum of every series of `name` (e.g. over shards)."""
+        return sum(v for (n, _), v in self.samples.items() if n == name)
+
+    def series(self, name):
+        return {labels: v for (n, labels), v in self.samples.items() if n == name}
+
+
+def scrape(broker):
+    status, headers, body = http(broker.admin_url + "/metrics")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4"), headers
+    return Scrape(body.decode())
+
+
+def check_histograms(s):
+    """Every histogram series: cumulative buckets that never decrease, the +Inf bucket equal to
+    the count."""
+    histograms = [name for name, kind in s.types.items() if kind == "histogram"]
+    assert "sluice_request_duration_seconds" in histograms
+    assert "sluice_fsync_duration_seconds" in histograms
+    for name in histograms:
+        by_series = {}
+        for labels, v in s.series(name + "_bucket").items():
+            rest = tuple(kv for kv in labels if kv[0] != "le")
+            le = dict(labels)["le"]
+            by_series.setdefault(rest, []).append((float(le), v))
+        assert by_series, name
+        for rest, buckets in by_series.items():
+            buckets.sort()
+            counts = [v for _, v in buckets]
+            assert counts == sorted(counts), (name, rest, buckets)
+            assert buckets[-1][0] == float("inf")
+            assert buckets[-1][1] == s.value(name + "_count", **dict(rest)), (name, rest)
+
+
+def test_counters_move_by_what_confluent_kafka_produced_and_fetched(broker):
+    before = scrape(broker)
+    create_topic(broker, "metered", partitions=2)
+    created = scrape(broker)
+    assert (
+        created.value("sluice_requests_total", api="CreateTopics")
+        - before.value("sluice_requests_total", api="CreateTopics")
+        == 1
+    )
+
+    # One record per Produce request: each is flushed before the next is produced.
+    values = [b"value-%03d-" % i + b"x" * i for i in range(7)]
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0}
+    )
+    errors = []
+    for v in values:
+        producer.produce(
+            "metered", value=v, partition=1, on_delivery=lambda e, _m: e and errors.append(e)
+        )
+        assert producer.flush(TIMEOUT_S) == 0
+    assert not errors, errors
+    produced = scrape(broker)
+
+    def moved(after, earlier, name, **labels):
+        return after.value(name, **labels) - earlier.value(name, **labels)
+
+    assert moved(produced, created, "sluice_requests_total", api="Produce") == len(values)
+    assert moved(
+        produced, created, "sluice_request_duration_seconds_count", api="Produce"
+    ) == len(values)
+    assert moved(produced, created, "sluice_request_duration_seconds_sum", api="Produce") > 0
+    part1 = {"topic": "metered", "partition": "1"}
+    part0 = {"topic": "metered", "partition": "0"}
+    assert produced.value("sluice_partition_produced_records_total", **part1) == len(values)
+    produced_bytes = produced.value("sluice_partition_produced_bytes_total", **part1)
+    # Each record is its own batch: a 61-byte header, the value, and a few bytes of framing.
+    assert sum(map(len, values)) + 61 * len(values) < produced_bytes
+    assert produced_bytes < sum(map(len, values)) + 100 * len(values)
+    assert produced.value("sluice_partition_produced_records_total", **part0) == 0
+    assert produced.total("sluice_request_errors_total") == 0
+    # acks=all waited for group-committed fdatasyncs, which were timed.
+    assert produced.total("sluice_fsync_duration_seconds_count") >= 1
+    assert produced.total("sluice_flush_rounds_total") >= 1
+
+    messages = ck_consume(broker, "metered", len(values), partitions=(1,))
+    assert [m.value() for m in messages] == values
+    fetched = scrape(broker)
+    assert fetched.value("sluice_partition_fetched_records_total", **part1) == len(values)
+    # The same batches go out as came in.
+    assert fetched.value("sluice_partition_fetched_bytes_total", **part1) == produced_bytes
+    assert fetched.value("sluice_partition_fetched_records_total", **part0) == 0
+    assert moved(fetched, produced, "sluice_requests_total", api="Fetch") >= 1
+    # Freshly appended batches are read from the batch cache.
+    hits = fetched.total("sluice_batch_cache_hits_total")
+    assert hits - produced.total("sluice_batch_cache_hits_total") >= 1
+
+    # Connections and cores.
+    shards = int(fetched.value("sluice_shards"))
+    assert shards >= 1
+    assert fetched.total("sluice_connections_accepted_total") >= 2
+    for s in range(shards):
+        assert fetched.value("sluice_shard_busy_seconds_total", shard=str(s)) > 0
+        assert fetched.value("sluice_shard_tasks_total", shard=str(s)) > 0
+    # The topic's two partitions came on top of the internal ones (__consumer_offsets).
+    assert fetched.total("sluice_shard_partitions") - before.total("sluice_shard_partitions") == 2
+    # Counters never go down between scrapes.
+    for (name, labels), v in fetched.samples.items():
+        if name.endswith("_total") and fetched.types.get(name[: -len("_total")]) == "counter":
+            assert v >= created.samples.get((name, labels), 0), (name, labels)
+    check_histograms(fetched)
+
+
+def test_a_long_poll_is_parked_and_ready_turns_503_at_shutdown():
+    with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
+        b = Broker(Path(tmp) / "data", free_port())
+        b.start()
+        consumer = None
+        try:
+            create_topic(b, "quiet")
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": b.bootstrap,
+                    "group.id": "parked",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10000,
+                }
+            )
+            consumer.assign([TopicPartition("quiet", 0, 0)])
+            deadline = time.time() + TIMEOUT_S
+            parked = 0
+            while time.time() < deadline and parked < 1:
+                consumer.poll(0.2)
+                parked = scrape(b).value("sluice_fetches_parked")
+            assert parked >= 1, "an idle consumer's fetch should be parked"
+            s = scrape(b)
+            assert s.value("sluice_requests_in_flight", api="Fetch") >= 1
+            status, _, body = http(b.admin_url + "/v1/status/ready")
+            assert (status, json.loads(body)) == (200, {"status": "ready"})
+
+            # The parked fetch holds the shutdown in its grace period; meanwhile the broker
+            # says it is not ready.
+            os.kill(b.proc.pid, signal.SIGTERM)
+            seen = []
+            while b.proc.poll() is None and time.time() < deadline:
+                try:
+                    status, _, body = http(b.admin_url + "/v1/status/ready")
+                except (urllib.error.URLError, ConnectionError):
+                    break
+                seen.append((status, json.loads(body)))
+                if status == 503:
+                    break
+                time.sleep(0.01)
+            assert (503, {"status": "shutting down"}) in seen, seen
+        finally:
+            if consumer is not None:
+                consumer.close()
+            assert b.stop() == 0, b.log()
+
+
+def test_status_endpoints_methods_and_unknown_paths(broker):
+    status, headers, body = http(broker.admin_url + "/v1/status/ready")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    assert headers["Content-Type"] == "application/json"
+    status, _, body = http(broker.admin_url + "/v1/status/live")
+    assert (status, json.loads(body)) == (200, {"status": "live"})
+    status, _, _ = http(broker.admin_url + "/no/such/path")
+    assert status == 404
+    status, headers, _ = http(broker.admin_url + "/metrics", method="POST")
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
+    status, _, body = http(broker.admin_url + "/metrics", method="HEAD")
+    assert (status, body) == (200, b"")
+
+
+def test_the_admin_listener_can_be_turned_off_and_a_taken_port_is_refused(broker, tmp_path):
+    # A second broker asking for the first one's admin address refuses to start.
+    host_port = broker.admin_url.removeprefix("http://")
+    second = subprocess.run(
+        [str(sluice_bin()), "start", "--data-dir", str(tmp_path / "second"),
+         "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", host_port],
+        capture_output=True,
+        timeout=30,
+    )
+    assert second.returncode != 0
+    assert b"cannot listen for admin HTTP" in second.stderr, second.stderr
+    assert b"in use" in second.stderr.lower(), second.stderr
+
+    off = Broker(tmp_path / "off", free_port(), ["--admin-listen", "off"])
+    off.start()
+    try:
+        assert off.admin_url is None
+        create_topic(off, "still-works")
+    finally:
+        assert off.stop() == 0, off.log()
