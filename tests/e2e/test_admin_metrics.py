@@ -234,3 +234,33 @@ def test_the_admin_listener_can_be_turned_off_and_a_taken_port_is_refused(broker
         create_topic(off, "still-works")
     finally:
         assert off.stop() == 0, off.log()
+
+
+def test_an_out_of_range_fetch_is_counted_under_its_kafka_error_code(broker):
+    create_topic(broker, "ranged")
+    before = scrape(broker)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "ranged",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "error",
+        }
+    )
+    try:
+        consumer.assign([TopicPartition("ranged", 0, 1000)])
+        deadline = time.time() + TIMEOUT_S
+        error = None
+        while error is None and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is not None:
+                error = msg.error()
+        assert error is not None, "the consumer should have been told the offset is out of range"
+    finally:
+        consumer.close()
+    after = scrape(broker)
+    out_of_range = {"api": "Fetch", "code": "1"}  # OFFSET_OUT_OF_RANGE
+    assert after.value("sluice_request_errors_total", **out_of_range) - before.value(
+        "sluice_request_errors_total", **out_of_range
+    ) >= 1
+    assert after.value("sluice_partition_fetched_records_total", topic="ranged", partition="0") == 0

@@ -17,13 +17,17 @@
 //! waiting for fdatasync and long polling, not the time the frame waited in the socket). Bytes
 //! are record-batch bytes as stored (after any recompression the topic asks for); records are
 //! counted from the batch headers, so a fetched batch that starts before the fetch offset counts
-//! whole, exactly as the client receives it.
+//! whole, exactly as the client receives it. Headers are read only where the response holds
+//! them in memory: a batch sent as a range of its segment file (cold data the kernel moves to
+//! the socket) counts in bytes, but not in records, because reading its header would be a disk
+//! read on the request path.
 
 pub mod exposition;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +36,7 @@ use sluice_engine::durability::FlushStats;
 use sluice_engine::histogram::{HistogramSnapshot, LatencyHistogram};
 use sluice_engine::limits::BATCH_HEADER_BYTES;
 use sluice_engine::types::TopicPartition;
-use sluice_protocol::{ApiKey, Records, RecordsPiece, Response};
+use sluice_protocol::{ApiKey, Records, RecordsPiece, Response, Uuid};
 
 use crate::broker::BrokerCtx;
 use crate::cluster::ClusterState;
@@ -155,6 +159,14 @@ impl ShardMetrics {
     ///
     /// Runs on the connection's shard, before the response is encoded.
     pub fn observe_response(&self, cluster: &ClusterState, response: &Response) {
+        self.observe(response, |id| {
+            cluster.topics().topic_by_id(id).map(|m| m.name.clone())
+        });
+    }
+
+    /// [`ShardMetrics::observe_response`], with `topic_name` naming topics that a response
+    /// gives by id only.
+    fn observe(&self, response: &Response, topic_name: impl Fn(&Uuid) -> Option<Arc<str>>) {
         match response {
             Response::Produce(r) => {
                 for p in r.responses.iter().flat_map(|t| &t.partition_responses) {
@@ -167,13 +179,12 @@ impl ShardMetrics {
                 if r.error_code != crate::errors::NONE {
                     self.count_error(ApiKey::Fetch, r.error_code);
                 }
-                let topics = cluster.topics();
                 for t in &r.responses {
                     // From v13 responses name topics by id only.
                     let name = if t.topic.is_empty() {
-                        topics.topic_by_id(&t.topic_id).map(|m| m.name.clone())
+                        topic_name(&t.topic_id)
                     } else {
-                        Some(std::sync::Arc::from(t.topic.as_str()))
+                        Some(Arc::from(t.topic.as_str()))
                     };
                     for p in &t.partitions {
                         if p.error_code != crate::errors::NONE {
@@ -808,6 +819,83 @@ mod tests {
         ]);
         assert_eq!(count_records(&split), 8);
         assert_eq!(split.byte_len(), bytes.len());
+    }
+
+    #[test]
+    fn responses_count_partition_errors_and_fetched_data_by_topic_name_or_id() {
+        use sluice_protocol::messages::fetch_response::{
+            FetchResponse, FetchableTopicResponse, PartitionData,
+        };
+        use sluice_protocol::messages::produce_response::{
+            PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+        };
+        let m = ShardMetrics::new();
+        let produce = ProduceResponse {
+            responses: vec![TopicProduceResponse {
+                name: "t".into(),
+                partition_responses: vec![
+                    PartitionProduceResponse {
+                        index: 0,
+                        error_code: 0,
+                        ..PartitionProduceResponse::default()
+                    },
+                    PartitionProduceResponse {
+                        index: 1,
+                        error_code: 6,
+                        ..PartitionProduceResponse::default()
+                    },
+                ],
+                ..TopicProduceResponse::default()
+            }],
+            ..ProduceResponse::default()
+        };
+        m.observe(&Response::Produce(produce), |_| None);
+        let mut three = batch(2);
+        three.extend(batch(1));
+        let id = Uuid([7; 16]);
+        let fetch = FetchResponse {
+            responses: vec![
+                // v13+: by id only.
+                FetchableTopicResponse {
+                    topic_id: id,
+                    partitions: vec![PartitionData {
+                        partition_index: 2,
+                        records: Some(Records::from(three.clone())),
+                        ..PartitionData::default()
+                    }],
+                    ..FetchableTopicResponse::default()
+                },
+                FetchableTopicResponse {
+                    topic: "t".into(),
+                    partitions: vec![PartitionData {
+                        partition_index: 0,
+                        error_code: 1,
+                        records: Some(Records::new()),
+                        ..PartitionData::default()
+                    }],
+                    ..FetchableTopicResponse::default()
+                },
+            ],
+            ..FetchResponse::default()
+        };
+        m.observe(&Response::Fetch(fetch), |asked| {
+            (*asked == id).then(|| Arc::from("by-id"))
+        });
+        let errors = |api| m.api(api).map(|a| a.errors.borrow().clone());
+        assert_eq!(errors(ApiKey::Produce), Some(vec![(6, 1)]));
+        assert_eq!(errors(ApiKey::Fetch), Some(vec![(1, 1)]));
+        let parts = m.partitions.borrow();
+        let by_id = parts.get(&TopicPartition::new("by-id", 2)).copied();
+        assert_eq!(
+            by_id,
+            Some(PartitionCounters {
+                fetched_bytes: three.len() as u64,
+                fetched_records: 3,
+                ..PartitionCounters::default()
+            })
+        );
+        // An empty records field moves nothing.
+        assert!(parts.get(&TopicPartition::new("t", 0)).is_none());
     }
 
     fn snapshot(shard: u32, produced: u64, requests: u64) -> ShardSnapshot {
