@@ -48,7 +48,7 @@ start_broker() {
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     BOOT=127.0.0.1:$PORT
     taskset -c "0-$(( BROKER_SHARDS - 1 ))" "$SLUICE" start --data-dir "$PERF_TMP/data" \
-        --listen "$BOOT" --shards "$BROKER_SHARDS" --log-level warn \
+        --listen "$BOOT" --admin-listen 127.0.0.1:0 --shards "$BROKER_SHARDS" --log-level warn \
         >"$PERF_TMP/broker.out" 2>"$PERF_TMP/broker.log" &
     BROKER_PID=$!
     for _ in $(seq 1 300); do

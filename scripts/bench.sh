@@ -81,8 +81,10 @@ start_broker() {
         pin=(taskset -c "0-$(( BROKER_SHARDS - 1 ))")
     fi
     : >"$RESULTS/broker.out"
+    # The admin listener takes a free port (printed in the ready line), so a broker already on
+    # the default 9644 does not stop the benchmark.
     "${pin[@]}" "$SLUICE" start --data-dir "$DATA" --listen "$BOOT" --shards "$BROKER_SHARDS" \
-        --log-level warn ${BROKER_ARGS:-} >"$RESULTS/broker.out" 2>>"$RESULTS/broker.log" &
+        --admin-listen 127.0.0.1:0 --log-level warn ${BROKER_ARGS:-} >"$RESULTS/broker.out" 2>>"$RESULTS/broker.log" &
     BROKER_PID=$!
     for _ in $(seq 1 600); do
         if grep -q ready "$RESULTS/broker.out"; then return 0; fi

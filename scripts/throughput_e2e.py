@@ -145,7 +145,7 @@ def main():
     bootstrap = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
         [str(binary), "start", "--data-dir", f"{tmp}/data", "--listen", bootstrap,
-         "--log-level", "warn"],
+         "--admin-listen", "127.0.0.1:0", "--log-level", "warn"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         line = proc.stdout.readline()

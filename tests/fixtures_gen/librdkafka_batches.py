@@ -100,7 +100,8 @@ def main():
         port = free_port()
         bootstrap = f"127.0.0.1:{port}"
         proc = subprocess.Popen(
-            [str(sluice), "start", "--data-dir", str(data), "--listen", bootstrap, "--dev"],
+            [str(sluice), "start", "--data-dir", str(data), "--listen", bootstrap, "--dev",
+             "--admin-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
