@@ -98,14 +98,15 @@ def test_topic_lifecycle_is_seen_by_confluent_kafka(broker):
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     md = admin.list_topics(timeout=10)
-    assert sorted(md.topics) == ["audit", "orders"]
+    # The broker's internal offsets topic is listed too, as by Kafka.
+    assert sorted(md.topics) == ["__consumer_offsets", "audit", "orders"]
     assert sorted(md.topics["orders"].partitions) == [0, 1, 2]
     configs = admin.describe_configs([ConfigResource("topic", "orders")])
     entries = list(configs.values())[0].result(timeout=TIMEOUT_S)
     assert entries["retention.ms"].value == "3600000"
     assert entries["cleanup.policy"].value == "compact,delete"
 
-    assert sluice(broker, "topic", "list").stdout == b"audit\norders\n"
+    assert sluice(broker, "topic", "list").stdout == b"__consumer_offsets\naudit\norders\n"
 
     described = sluice(broker, "topic", "describe", "orders").stdout.decode()
     assert "Topic: orders\n" in described
@@ -121,7 +122,7 @@ def test_topic_lifecycle_is_seen_by_confluent_kafka(broker):
     assert len(admin.list_topics(timeout=10).topics["orders"].partitions) == 5
 
     assert sluice(broker, "topic", "delete", "audit").stdout == b"deleted topic 'audit'\n"
-    assert sorted(admin.list_topics(timeout=10).topics) == ["orders"]
+    assert sorted(admin.list_topics(timeout=10).topics) == ["__consumer_offsets", "orders"]
 
 
 def test_admin_failures_exit_non_zero_with_the_kafka_error_name(broker):
@@ -142,7 +143,7 @@ def test_admin_failures_exit_non_zero_with_the_kafka_error_name(broker):
     fails_with(broker, "UNKNOWN_TOPIC_OR_PARTITION", "consume", "missing", "--timeout-ms", "100")
     # Nothing the failed commands tried was created.
     listed = sluice(broker, "topic", "list").stdout
-    assert listed == b"dup\n"
+    assert listed == b"__consumer_offsets\ndup\n"
 
 
 def test_cannot_reach_a_broker_is_a_clear_error():

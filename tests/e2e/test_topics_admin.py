@@ -53,8 +53,13 @@ def partitions_of(a, topic):
     return sorted(t.partitions)
 
 
+# The broker's own internal topic, present from start-up (consumer groups' offsets).
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
 def topic_names(a):
-    return set(a.list_topics(timeout=TIMEOUT_S).topics)
+    """The topics users made (the internal offsets topic is always there)."""
+    return set(a.list_topics(timeout=TIMEOUT_S).topics) - {OFFSETS_TOPIC}
 
 
 def produce(broker, topic, values, partition=0):
@@ -253,7 +258,7 @@ def test_topics_survive_kill9_and_restart(broker):
 
     a = admin(broker)
     md = a.list_topics(timeout=TIMEOUT_S)
-    assert set(md.topics) == {"durable"}
+    assert set(md.topics) == {"durable", OFFSETS_TOPIC}
     assert sorted(md.topics["durable"].partitions) == [0, 1, 2, 3, 4]
 
 
@@ -301,6 +306,7 @@ def test_describe_log_dirs_reports_partition_sizes_and_the_volume(broker):
         for t in log_dir["topics"]
         for p in t["partitions"]
     }
+    sizes = {k: v for k, v in sizes.items() if k[0] != OFFSETS_TOPIC}
     assert set(sizes) == {("sized", 0), ("sized", 1), ("other", 0)}
     assert sizes[("sized", 0)] == 0
     assert sizes[("sized", 1)] > 10 * 1000
