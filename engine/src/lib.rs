@@ -13,6 +13,7 @@ pub mod histogram;
 pub mod index;
 pub mod io;
 pub mod limits;
+pub mod order;
 pub mod partition;
 pub mod producer_state;
 pub mod recovery;

@@ -20,9 +20,16 @@ pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Default `max.message.bytes` (Kafka's default: 1 MiB + the 12-byte log overhead).
 pub const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
 
-/// Capacity of a segment's write buffer when allocated. It grows for a single larger append and
-/// is released when the segment goes idle. 256 KiB lets one DMA write carry a whole large batch.
+/// Capacity of a segment's write buffer when allocated from idle (larger when the append that
+/// allocates it is larger, up to [`WRITE_CHUNK_BYTES`]). It is released after its write.
 pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Largest write buffer, and so largest DMA write. When a buffer fills while a write is in
+/// flight it is queued whole and the next one is twice as large, up to this: a busy partition
+/// writes in chunks of this size (never copying a buffer to grow it), which is where ext4 O_DIRECT
+/// writes that extend the file reach the device's bandwidth (measured: 128 KiB writes reach a
+/// third of what 1 MiB writes do; see perf/README.md).
+pub const WRITE_CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
 /// While a DMA write is in flight, appends keep filling the next buffer; past this many bytes an
 /// append waits for the write in flight (back-pressure for acks=0 producers).
@@ -64,7 +71,9 @@ pub const WRITE_BUFFER_IDLE_MS: u64 = 1000;
 const _: () = assert!(SECTOR_BYTES.is_power_of_two());
 const _: () = assert!(SECTOR_BYTES % 512 == 0);
 const _: () = assert!(WRITE_BUFFER_BYTES as u64 % SECTOR_BYTES == 0);
-const _: () = assert!(WRITE_BUFFER_PENDING_BYTES_MAX >= WRITE_BUFFER_BYTES);
+const _: () = assert!(WRITE_CHUNK_BYTES as u64 % SECTOR_BYTES == 0);
+const _: () = assert!(WRITE_CHUNK_BYTES >= WRITE_BUFFER_BYTES);
+const _: () = assert!(WRITE_BUFFER_PENDING_BYTES_MAX >= WRITE_CHUNK_BYTES);
 const _: () = assert!(SEGMENT_BYTES_MIN % SECTOR_BYTES == 0);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= BATCH_BYTES_MAX);

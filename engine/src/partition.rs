@@ -3,10 +3,11 @@
 //! truncate, delete records, close).
 //!
 //! Owned by the partition's home shard; never crosses cores (`Rc` + `RefCell`, and no RefCell
-//! borrow is ever held across an `.await`). Appends are serialised by a FIFO lock only around
-//! the short critical section that may roll the segment and then assigns offsets and copies
-//! bytes into the write buffer, so offsets follow call order while the waits for the device
-//! write and the group-committed fdatasync overlap across callers.
+//! borrow is ever held across an `.await`). An append takes its place in the partition's
+//! [`AppendOrder`] synchronously, when `append` is called; the places are served one at a time
+//! through the short critical section that may roll the segment and then assigns offsets and
+//! copies bytes into the write buffer, so offsets follow call order while the waits for the
+//! device write and the group-committed fdatasync overlap across callers.
 //!
 //! Offsets, with the invariant `log_start <= durable <= high_watermark <= log_end` for the
 //! durable offset and `log_start <= high_watermark <= log_end` always:
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use glommio::sync::Semaphore;
 
 use crate::batch::{
     set_base_offset, set_log_append_time_split, set_partition_leader_epoch, BatchHeader, BatchIter,
@@ -37,6 +37,7 @@ use crate::durability::{Durability, FlushTarget, ShardFlusher};
 use crate::error::{Error, InvalidRecord, Result};
 use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
+use crate::order::{AppendOrder, Ticket};
 use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
 use crate::segment_reader::{batch_ends, locate, read_batches, Located, ScanItem, Scanner};
@@ -199,7 +200,8 @@ struct Inner {
     config: RefCell<Arc<LogConfig>>,
     ctx: ShardContext,
     cache_id: u64,
-    append_lock: Semaphore,
+    /// Appends, truncations and close take their turns here, in call order.
+    order: Rc<AppendOrder>,
     st: RefCell<State>,
 }
 
@@ -303,7 +305,7 @@ impl Partition {
             config: RefCell::new(config),
             ctx,
             cache_id,
-            append_lock: Semaphore::new(1),
+            order: AppendOrder::new(),
             st: RefCell::new(State {
                 segments,
                 writer,
@@ -384,20 +386,33 @@ impl Partition {
     }
 
     /// Appends one or more v2 batches as received from a producer. Every batch is validated
-    /// before anything is written; offsets are assigned in call order. Returns when the
-    /// requested durability is reached. Runs on the home shard.
-    pub async fn append(&self, records: Bytes, durability: Durability) -> Result<AppendInfo> {
+    /// before anything is written. The append's place in the log is fixed by this call, before
+    /// the returned future is first polled: appends get their offsets in the order `append` was
+    /// called, however their futures are scheduled, so a caller that must keep several appends
+    /// in order only has to call `append` in that order (and then may await them together).
+    /// The future resolves when the requested durability is reached; dropping it before the
+    /// append's turn gives the place up. Runs on the home shard.
+    pub fn append(
+        &self,
+        records: Bytes,
+        durability: Durability,
+    ) -> impl Future<Output = Result<AppendInfo>> + 'static {
+        let ticket = self.inner.order.ticket();
+        let me = self.clone();
+        async move { me.append_in_turn(ticket, records, durability).await }
+    }
+
+    async fn append_in_turn(
+        &self,
+        ticket: Ticket,
+        records: Bytes,
+        durability: Durability,
+    ) -> Result<AppendInfo> {
         let inner = &self.inner;
         let cfg = inner.config.borrow().clone();
         inner.writable()?;
         validate_records(&records, &cfg)?;
-        let permit = inner
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed {
-                tp: inner.tp.clone(),
-            })?;
+        let turn = ticket.turn().await;
         inner.writable()?;
         let writer = inner.st.borrow().writer.clone();
         writer.wait_room().await;
@@ -469,7 +484,7 @@ impl Partition {
             };
             (info, writer, end)
         };
-        drop(permit);
+        drop(turn);
         writer.kick();
         inner.background_flush_triggers();
         match durability {
@@ -733,13 +748,8 @@ impl Partition {
     pub async fn truncate_to(&self, offset: Offset) -> Result<Offset> {
         let inner = &self.inner;
         inner.writable()?;
-        let _permit = inner
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed {
-                tp: inner.tp.clone(),
-            })?;
+        let _turn = inner.order.ticket().turn().await;
+        inner.writable()?;
         inner.drain_active().await?;
         let (log_start, log_end) = {
             let st = inner.st.borrow();
@@ -862,15 +872,11 @@ impl Partition {
     /// persists its indexes. The partition accepts nothing afterwards. Runs on the home shard.
     pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        let _permit = inner
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed {
-                tp: inner.tp.clone(),
-            })?;
+        let _turn = inner.order.ticket().turn().await;
+        if inner.st.borrow().closed {
+            return Ok(());
+        }
         inner.st.borrow_mut().closed = true;
-        inner.append_lock.close();
         inner.ctx.cache.forget(inner.cache_id);
         if inner.st.borrow().poisoned.is_some() {
             return Ok(());
@@ -1020,7 +1026,7 @@ impl Inner {
     }
 
     /// Rolls the active segment if the incoming bytes would overflow `segment.bytes`, it is
-    /// older than `segment.ms`, or its offset index is full. Called under the append lock.
+    /// older than `segment.ms`, or its offset index is full. Called during an append's turn.
     async fn maybe_roll(&self, incoming: usize) -> Result<()> {
         let seg = self.st.borrow().writer.segment().clone();
         let cfg = self.config.borrow().clone();

@@ -1,15 +1,18 @@
-//! The write path of the active segment: an aligned DMA write buffer, one write in flight, and
-//! coalescing of everything appended meanwhile into the next write.
+//! The write path of the active segment: aligned DMA write buffers, one write in flight, and
+//! coalescing of everything appended meanwhile into the next writes.
 //!
 //! Appends copy bytes into the active buffer synchronously (so offsets and file order follow
-//! call order) and return the logical end position. A detached writer task, started when data
-//! is pending and no write is in flight, writes the buffer as whole sectors starting at the
-//! sector that holds the first unwritten byte: the partial last sector is rewritten as data
-//! arrives, so the file is one contiguous Kafka log (the zero padding past the logical end is
-//! cut off when the segment rolls or closes, and is treated as a zeroed tail by recovery after a
-//! crash). After each write the buffer is released, keeping only the partial last sector (< 4
-//! KiB), so an idle partition holds no write buffer. A failed or short write fails the writer
-//! for good; nothing appended after the failure point is ever acknowledged.
+//! call order) and return the logical end position. A buffer that fills up is queued whole and
+//! the append continues in a new one (twice as large, up to [`WRITE_CHUNK_BYTES`]), so no byte
+//! is copied twice however much arrives while a write is in flight. A detached writer task,
+//! started when data is pending and no write is in flight, writes the queued buffers in file
+//! order, then the active one as whole sectors starting at the sector that holds the first
+//! unwritten byte: the partial last sector is rewritten as data arrives, so the file is one
+//! contiguous Kafka log (the zero padding past the logical end is cut off when the segment rolls
+//! or closes, and is treated as a zeroed tail by recovery after a crash). After each write the
+//! buffer is released, keeping only the partial last sector (< 4 KiB), so an idle partition
+//! holds no write buffer. A failed or short write fails the writer for good; nothing appended
+//! after the failure point is ever acknowledged.
 //! Owned by the partition's home shard; never crosses cores.
 
 use std::cell::RefCell;
@@ -20,7 +23,7 @@ use glommio::io::DmaBuffer;
 
 use crate::durability::Waiters;
 use crate::io::{align_down, align_up, LogFile};
-use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX};
+use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX, WRITE_CHUNK_BYTES};
 use crate::segment::Segment;
 use crate::types::Offset;
 
@@ -32,6 +35,11 @@ pub struct SegmentWriter {
 }
 
 struct WriterState {
+    /// Full buffers waiting for their write, in file order, with the file position of each
+    /// (sector aligned; each holds data up to its capacity).
+    full: VecDeque<(DmaBuffer, u64)>,
+    /// Bytes held in `full`.
+    full_bytes: usize,
     /// The buffer appends go into; `None` while idle.
     buf: Option<DmaBuffer>,
     /// File position of `buf[0]` (sector aligned).
@@ -61,6 +69,8 @@ impl SegmentWriter {
         Rc::new(SegmentWriter {
             seg,
             st: RefCell::new(WriterState {
+                full: VecDeque::new(),
+                full_bytes: 0,
                 buf: None,
                 buf_pos: align_down(end),
                 buf_len: 0,
@@ -88,34 +98,45 @@ impl SegmentWriter {
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let need = st.buf_len.max(st.tail.len()) + total;
-        match st.buf.as_mut() {
-            None => {
-                let cap = align_up(need.max(WRITE_BUFFER_BYTES) as u64) as usize;
-                let mut b = alloc_buffer(cap);
-                let t = st.tail.len();
-                b.as_bytes_mut()[..t].copy_from_slice(&st.tail);
-                st.tail = Vec::new();
-                st.buf_pos = align_down(st.end);
-                st.buf_len = t;
-                st.buf = Some(b);
-            }
-            Some(b) if b.len() < need => {
-                let cap = align_up(need.max(2 * b.len()) as u64) as usize;
-                let mut nb = alloc_buffer(cap);
-                nb.as_bytes_mut()[..st.buf_len].copy_from_slice(&b.as_bytes()[..st.buf_len]);
-                st.buf = Some(nb);
-            }
-            Some(_) => {}
+        if st.buf.is_none() {
+            let t = st.tail.len();
+            let cap = align_up((t + total).clamp(WRITE_BUFFER_BYTES, WRITE_CHUNK_BYTES) as u64);
+            let mut b = alloc_buffer(cap as usize);
+            b.as_bytes_mut()[..t].copy_from_slice(&st.tail);
+            st.tail = Vec::new();
+            st.buf_pos = align_down(st.end);
+            st.buf_len = t;
+            st.buf = Some(b);
         }
-        if let Some(b) = st.buf.as_mut() {
-            let mut at = st.buf_len;
-            for p in parts {
-                b.as_bytes_mut()[at..at + p.len()].copy_from_slice(p);
-                at += p.len();
+        let mut left = total;
+        for p in parts {
+            let mut rest: &[u8] = p;
+            while !rest.is_empty() {
+                let cap = st.buf.as_ref().map_or(0, DmaBuffer::len);
+                if st.buf_len == cap {
+                    // Full (it starts and ends on sector boundaries): queue it whole and go on
+                    // in a larger one.
+                    if let Some(b) = st.buf.take() {
+                        st.full.push_back((b, st.buf_pos));
+                        st.full_bytes += cap;
+                    }
+                    st.buf_pos += cap as u64;
+                    st.buf_len = 0;
+                    let next_cap = (2 * cap)
+                        .max(left)
+                        .clamp(WRITE_BUFFER_BYTES, WRITE_CHUNK_BYTES);
+                    st.buf = Some(alloc_buffer(align_up(next_cap as u64) as usize));
+                    continue;
+                }
+                let n = rest.len().min(cap - st.buf_len);
+                if let Some(b) = st.buf.as_mut() {
+                    b.as_bytes_mut()[st.buf_len..st.buf_len + n].copy_from_slice(&rest[..n]);
+                }
+                st.buf_len += n;
+                left -= n;
+                rest = &rest[n..];
             }
         }
-        st.buf_len += total;
         st.end += total as u64;
         debug_assert_eq!(st.buf_pos + st.buf_len as u64, st.end);
         st.marks.push_back((st.end, next));
@@ -154,7 +175,8 @@ impl SegmentWriter {
         self.waiters
             .until(|| {
                 let st = self.st.borrow();
-                let full = st.in_flight && st.buf_len > WRITE_BUFFER_PENDING_BYTES_MAX;
+                let full =
+                    st.in_flight && st.full_bytes + st.buf_len > WRITE_BUFFER_PENDING_BYTES_MAX;
                 (!full || st.failed.is_some()).then_some(())
             })
             .await
@@ -190,7 +212,7 @@ impl SegmentWriter {
     /// Bytes of memory the writer holds for buffering right now.
     pub fn buffer_bytes(&self) -> usize {
         let st = self.st.borrow();
-        st.buf.as_ref().map_or(0, DmaBuffer::len) + st.tail.capacity()
+        st.full_bytes + st.buf.as_ref().map_or(0, DmaBuffer::len) + st.tail.capacity()
     }
 
     /// Number of DMA writes completed.
@@ -203,27 +225,39 @@ impl SegmentWriter {
             let job = {
                 let mut guard = self.st.borrow_mut();
                 let st = &mut *guard;
-                let buf = if st.failed.is_some() || st.written == st.end {
+                let queued = if st.failed.is_some() {
+                    None
+                } else {
+                    st.full.pop_front()
+                };
+                let buf = if queued.is_some() || st.failed.is_some() || st.written == st.end {
                     None
                 } else {
                     st.buf.take()
                 };
-                match buf {
-                    None => {
-                        st.in_flight = false;
-                        None
-                    }
-                    Some(mut buf) => {
-                        let len = st.buf_len;
-                        let aligned = align_up(len as u64) as usize;
-                        buf.as_bytes_mut()[len..aligned].fill(0);
-                        buf.trim_to_size(aligned);
-                        let partial = align_down(len as u64) as usize;
-                        st.tail = buf.as_bytes()[partial..len].to_vec();
-                        let pos = st.buf_pos;
-                        st.buf_pos = pos + partial as u64;
-                        st.buf_len = 0;
-                        Some((buf, pos, aligned, st.end))
+                if let Some((buf, pos)) = queued {
+                    // A full buffer: every byte is data, and the write ends where it does.
+                    let len = buf.len();
+                    st.full_bytes -= len;
+                    Some((buf, pos, len, pos + len as u64))
+                } else {
+                    match buf {
+                        None => {
+                            st.in_flight = false;
+                            None
+                        }
+                        Some(mut buf) => {
+                            let len = st.buf_len;
+                            let aligned = align_up(len as u64) as usize;
+                            buf.as_bytes_mut()[len..aligned].fill(0);
+                            buf.trim_to_size(aligned);
+                            let partial = align_down(len as u64) as usize;
+                            st.tail = buf.as_bytes()[partial..len].to_vec();
+                            let pos = st.buf_pos;
+                            st.buf_pos = pos + partial as u64;
+                            st.buf_len = 0;
+                            Some((buf, pos, aligned, st.end))
+                        }
                     }
                 }
             };

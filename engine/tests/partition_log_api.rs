@@ -159,6 +159,48 @@ fn concurrent_appends_keep_call_order_and_coalesce_writes() {
 }
 
 #[test]
+fn offsets_follow_the_order_of_append_calls_not_of_polling_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), || async move {
+        let ctx = ShardContext::default();
+        // Segments of 64 KiB and 20 KiB appends: a roll every few appends, and each roll makes
+        // the append whose turn it is wait for I/O while later ones are already queued.
+        let cfg = small_segments(64 << 10);
+        let p = open(&root, &cfg, &ctx).await;
+        let n = 60u32;
+        let calls: Vec<_> = (0..n)
+            .map(|i| p.append(batch(1, 20_000, i64::from(i), i as u8), Durability::Written))
+            .collect();
+        // One append is given up before it is ever polled: its place is skipped.
+        let mut calls: Vec<_> = calls.into_iter().enumerate().collect();
+        drop(calls.remove(7));
+        // Poll the rest in reverse call order.
+        let tasks: Vec<_> = calls
+            .into_iter()
+            .rev()
+            .map(|(i, f)| glommio::spawn_local(async move { (i, f.await.unwrap().base_offset) }))
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await);
+        }
+        got.sort();
+        for (rank, (i, off)) in got.iter().enumerate() {
+            assert_eq!(*off, Offset(rank as i64), "call {i} got offset {off}");
+        }
+        assert!(p.segment_count() > 10, "segments {}", p.segment_count());
+        // The log holds the records in call order: each batch's timestamp is its call index.
+        let all = read_all(&p, 0).await;
+        let stamps: Vec<i64> = BatchIter::new(&all)
+            .map(|b| b.unwrap().1.max_timestamp())
+            .collect();
+        let expected: Vec<i64> = (0..i64::from(n)).filter(|&i| i != 7).collect();
+        assert_eq!(stamps, expected);
+    });
+}
+
+#[test]
 fn segments_roll_and_indexes_serve_reads_and_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

@@ -17,7 +17,7 @@ use sluice_engine::shard::{self, RuntimeConfig, ShardBoot, ShardCtx};
 
 use crate::cluster::{self, ClusterState, CONTROL_SHARD};
 use crate::config::BrokerConfig;
-use crate::connection::{ConnectionLimits, Handler, LocalFuture, Reply};
+use crate::connection::{ConnectionLimits, Handler, LocalFuture, OrderPoint, Reply};
 use crate::server::{self, ListenerConfig, ListenerShared};
 use crate::topics::{TopicStore, TopicsSnapshot};
 
@@ -305,5 +305,10 @@ impl Handler for KafkaHandler {
 
     fn connection_event(&self, event: crate::connection::ConnectionEvent) {
         self.ctx.state().metrics.connection_event(event);
+    }
+    fn handle_ordered(self: Rc<Self>, frame: Bytes, order: OrderPoint) -> LocalFuture<Reply> {
+        Box::pin(
+            async move { crate::handlers::handle_frame_ordered(&self.ctx, frame, order).await },
+        )
     }
 }

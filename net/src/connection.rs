@@ -9,9 +9,14 @@
 //! `CONNECTION_IN_FLIGHT_MAX` requests are in flight; past that the reader stops reading and the
 //! client's TCP window fills, which is the back-pressure a slow broker should apply.
 //!
-//! One exception to concurrency: Produce requests of one connection are applied strictly in
-//! the order they arrived (each starts when the previous one finished), because a producer
-//! with several requests in flight relies on the broker keeping their order.
+//! Produce requests of one connection keep their order: a producer with several requests in
+//! flight relies on the broker storing them in the order it sent them (Kafka handles one
+//! request per connection at a time). The ordering point is the append's place in each
+//! partition's log, not the whole request: a Produce is handed an [`OrderPoint`], which its
+//! handler releases once every partition append of the request has taken its place (see
+//! `Partition::append`), and the next Produce of the connection starts only then. So the
+//! requests' device writes and fdatasyncs overlap (and coalesce), while their offsets still
+//! follow request order.
 //!
 //! A connection lives on the shard whose listener accepted it and never leaves it; work for
 //! partitions owned by other shards goes through the mesh inside the handlers.
@@ -50,8 +55,50 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 pub trait Handler: 'static {
     fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply>;
 
+    /// Handles a request whose effects must be ordered after those of the previous ordered
+    /// request of the connection and before those of the next one (Produce). The handler
+    /// releases `order` once the request's effects have taken their place; the next ordered
+    /// request starts only then. By default the whole request is the ordering point.
+    fn handle_ordered(self: Rc<Self>, frame: Bytes, order: OrderPoint) -> LocalFuture<Reply> {
+        Box::pin(async move {
+            let reply = self.handle(frame).await;
+            drop(order);
+            reply
+        })
+    }
+
     /// Told when the listener opens, closes or refuses a connection (metrics).
     fn connection_event(&self, _event: ConnectionEvent) {}
+}
+
+/// The point after which the next ordered request of a connection may start. Released by
+/// [`OrderPoint::release`] or by being dropped, so an early return (a decode error, a refused
+/// request) can never stall the connection.
+pub struct OrderPoint {
+    _released_on_drop: Option<local_channel::LocalSender<()>>,
+}
+
+impl OrderPoint {
+    /// A point and the receiver that completes when it is released.
+    fn new() -> (OrderPoint, local_channel::LocalReceiver<()>) {
+        let (tx, rx) = local_channel::new_bounded(1);
+        (
+            OrderPoint {
+                _released_on_drop: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    /// A point nobody waits for (a request handled outside a connection's order).
+    pub fn unordered() -> OrderPoint {
+        OrderPoint {
+            _released_on_drop: None,
+        }
+    }
+
+    /// Lets the next ordered request start.
+    pub fn release(self) {}
 }
 
 /// What happened to a connection of a shard's listener.
@@ -133,7 +180,7 @@ pub async fn serve<H: Handler>(
         None
     };
     let reader = async move {
-        // Completion signal of the last Produce request started on this connection.
+        // Released when the last Produce request of this connection has taken its place.
         let mut last_produce: Option<local_channel::LocalReceiver<()>> = None;
         let end = loop {
             let next = futures_lite::future::or(read_frame(&mut reader, &limits), async {
@@ -145,20 +192,20 @@ pub async fn serve<H: Handler>(
                 Err(end) => break end,
             };
             let task = if is_produce(&frame) {
-                // A producer relies on its requests being applied in the order it sent them
-                // (Kafka handles one request per connection at a time): a Produce starts only
-                // when the previous Produce of this connection has finished, so its records
-                // can never overtake the earlier ones at the partition.
-                if let Some(done) = last_produce.take() {
-                    let _ = done.recv().await;
-                }
-                let (done_tx, done_rx) = local_channel::new_bounded(1);
-                last_produce = Some(done_rx);
-                let work = handler.clone().handle(frame);
+                // A Produce starts once the previous Produce of this connection has placed its
+                // appends (its writes may still be in flight), so its records can never
+                // overtake the earlier ones at a partition. The reader does not wait for that:
+                // other requests keep flowing.
+                let previous = last_produce.take();
+                let (order, placed) = OrderPoint::new();
+                last_produce = Some(placed);
+                let handler = handler.clone();
                 glommio::spawn_local(async move {
-                    let reply = work.await;
-                    let _ = done_tx.try_send(());
-                    reply
+                    if let Some(previous) = previous {
+                        // Completes (with `None`) when the previous point is released.
+                        let _ = previous.recv().await;
+                    }
+                    handler.handle_ordered(frame, order).await
                 })
                 .detach()
             } else {

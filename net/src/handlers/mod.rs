@@ -15,7 +15,7 @@ use sluice_protocol::messages::request_header::RequestHeader;
 use sluice_protocol::{ApiKey, Request, Response};
 
 use crate::broker::BrokerCtx;
-use crate::connection::Reply;
+use crate::connection::{OrderPoint, Reply};
 
 pub mod alter_configs;
 pub mod api_versions;
@@ -123,6 +123,14 @@ pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
 ///
 /// Runs on the connection's shard.
 pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
+    handle_frame_ordered(ctx, frame, OrderPoint::unordered()).await
+}
+
+/// [`handle_frame`] for a request in its connection's order (Produce): `order` is released
+/// once the request's appends have taken their places, or when it is dropped on any other path.
+///
+/// Runs on the connection's shard.
+pub async fn handle_frame_ordered(ctx: &Rc<BrokerCtx>, frame: Bytes, order: OrderPoint) -> Reply {
     let (header, request) = match sluice_protocol::decode_request(frame) {
         Ok(decoded) => decoded,
         Err(err) => {
@@ -152,7 +160,16 @@ pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
     }
     // Produce with acks=0 gets no response; Kafka signals its failures by closing the connection.
     let no_response = matches!(&request, Request::Produce(r) if produce::wants_no_response(r));
-    let Some(response) = dispatch(ctx, &header, request).await else {
+    let response = match request {
+        Request::Produce(r) => Some(Response::Produce(
+            produce::handle_ordered(ctx, &header, r, order).await,
+        )),
+        other => {
+            order.release();
+            dispatch(ctx, &header, other).await
+        }
+    };
+    let Some(response) = response else {
         return Reply::Close(format!("{api:?} has no handler"));
     };
     ctx.state()

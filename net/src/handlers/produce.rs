@@ -2,10 +2,19 @@
 //!
 //! The handler runs on the connection's shard. It groups the request's partitions by home
 //! shard and sends one mesh call per shard carrying all of that shard's partitions; the records
-//! travel as `Bytes` slices of the request frame (no copy). On the home shard the appends run
-//! concurrently, each waiting for the durability the request's `acks` asks for (0 and 1: the
-//! device write, -1: fdatasync), then the partition's waiting fetches are woken. Results are
-//! gathered back into the request's order.
+//! travel as `Bytes` slices of the request frame (no copy). On the home shard every append
+//! takes its place in its partition's log at once, in request order (`Partition::append`), and
+//! the home shard reports that back; when every shard has, the connection's [`OrderPoint`] is
+//! released and the connection's next Produce may start, while this one's appends wait
+//! concurrently for the durability `acks` asks for (0 and 1: the device write, -1: fdatasync).
+//! Then the partition's waiting fetches are woken. Results are gathered back into the
+//! request's order.
+//!
+//! `timeout_ms` bounds the wait for durability of acks=-1, as Kafka bounds the wait for the
+//! in-sync replicas: a partition whose fdatasync has not covered its append in time is answered
+//! REQUEST_TIMED_OUT, while its append stays in the log and still becomes durable (the client
+//! retries or gives up; the data may be there, as with Kafka). A non-positive `timeout_ms` puts
+//! no bound on the wait. acks 0 and 1 wait for the device write only, which is not bounded.
 //!
 //! Before an append, the home shard applies the topic's record rules that the engine does not
 //! know: a compacted topic refuses keyless records (INVALID_RECORD, with the batch index in
@@ -17,7 +26,10 @@
 //! that something went wrong).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluice_engine::batch::BatchIter;
@@ -35,6 +47,7 @@ use sluice_protocol::messages::request_header::RequestHeader;
 
 use crate::broker::BrokerCtx;
 use crate::cluster::Slot;
+use crate::connection::OrderPoint;
 use crate::errors;
 
 /// Versions served. v0–v2 can only carry the pre-v2 message formats, which Kafka 4 no longer
@@ -91,7 +104,24 @@ pub async fn handle(
     header: &RequestHeader,
     request: ProduceRequest,
 ) -> ProduceResponse {
+    handle_ordered(ctx, header, request, OrderPoint::unordered()).await
+}
+
+/// [`handle`] for a Produce in its connection's order: `order` is released once every append
+/// of the request has its place in its partition's log.
+///
+/// Runs on the connection's shard.
+pub async fn handle_ordered(
+    ctx: &Rc<BrokerCtx>,
+    header: &RequestHeader,
+    request: ProduceRequest,
+    order: OrderPoint,
+) -> ProduceResponse {
     let version = header.request_api_version;
+    let timeout = u64::try_from(request.timeout_ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
     let durability = match request.acks {
         // acks=0 still waits for the device write on the home shard: the client does not wait
         // for it, and waiting is what makes the append visible to fetches when they are woken.
@@ -141,15 +171,19 @@ pub async fn handle(
 
     if let Some(durability) = durability {
         // Every shard's call starts before any is awaited, so the shards work concurrently.
+        let mut placements = Vec::with_capacity(per_shard.len());
         let calls: Vec<_> = per_shard
             .into_iter()
             .map(|(home, items)| {
                 let ctx = ctx.clone();
+                // Completes when the home shard has placed the appends (or dropped the call).
+                let (placed, placed_rx) = futures_channel::oneshot::channel::<()>();
+                placements.push(placed_rx);
                 glommio::spawn_local(async move {
                     let slots: Vec<usize> = items.iter().map(|(slot, _, _)| *slot).collect();
                     let answer = ctx
                         .call(home, move |home_ctx: Rc<BrokerCtx>| async move {
-                            append_on_home(home_ctx, items, durability).await
+                            append_on_home(home_ctx, items, durability, timeout, placed).await
                         })
                         .await;
                     match answer {
@@ -170,6 +204,11 @@ pub async fn handle(
                 })
             })
             .collect();
+        for placement in placements {
+            // `Err(Canceled)` means the call ended without placing (shard gone): also final.
+            let _ = placement.await;
+        }
+        order.release();
         for call in calls {
             for (slot, outcome) in call.await {
                 if let Some(entry) = outcomes.get_mut(slot) {
@@ -225,50 +264,97 @@ fn partition_response(index: i32, o: PartitionOutcome, version: i16) -> Partitio
     }
 }
 
-/// Appends each item to its partition, concurrently, and returns the outcomes by slot.
+/// Appends each item to its partition and returns the outcomes by slot. The appends take their
+/// places in their logs synchronously, in the request's order, before `placed` is dropped;
+/// then they wait for their durability concurrently. `timeout` bounds the wait of Synced
+/// appends (the appends themselves run on, see the module doc).
 ///
 /// Runs on the home shard of every partition in `items`.
 async fn append_on_home(
     home: Rc<BrokerCtx>,
     items: Vec<(usize, TopicPartition, Bytes)>,
     durability: Durability,
+    timeout: Option<Duration>,
+    placed: futures_channel::oneshot::Sender<()>,
 ) -> Vec<(usize, PartitionOutcome)> {
+    let deadline = timeout
+        .filter(|_| durability == Durability::Synced)
+        .map(|t| Instant::now() + t);
     let tasks: Vec<_> = items
         .into_iter()
         .map(|(slot, tp, records)| {
-            let home = home.clone();
-            glommio::spawn_local(
-                async move { (slot, append_one(&home, tp, records, durability).await) },
-            )
+            // Each append is its own task, so a timed-out wait below does not cancel it.
+            let append = place_append(&home, tp, records, durability);
+            (slot, glommio::spawn_local(append).detach())
         })
         .collect();
+    drop(placed);
     let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await);
+    for (slot, task) in tasks {
+        out.push((slot, outcome_by(task, deadline, timeout).await));
     }
     out
 }
 
+/// The outcome of a placed append (`task`), or REQUEST_TIMED_OUT once `deadline` passes; the
+/// append's task runs on either way.
+///
+/// Runs on the append's home shard.
+async fn outcome_by(
+    task: glommio::task::JoinHandle<PartitionOutcome>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+) -> PartitionOutcome {
+    let outcome = match deadline {
+        None => task.await,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match glommio::timer::timeout(left, async { Ok(task.await) }).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return PartitionOutcome::error(
+                        errors::REQUEST_TIMED_OUT,
+                        format!(
+                            "the append was not durable within timeout_ms ({} ms); it stays in \
+                             the log and may still become durable",
+                            timeout.map_or(0, |t| t.as_millis())
+                        ),
+                    )
+                }
+            }
+        }
+    };
+    outcome.unwrap_or_else(|| {
+        PartitionOutcome::error(errors::NOT_LEADER_OR_FOLLOWER, "the append was cancelled")
+    })
+}
+
+/// Checks `tp`'s topic rules and places the append in `tp`'s log now (synchronously); the
+/// returned future waits for the durability and wakes the partition's fetches.
+///
 /// Runs on `tp`'s home shard.
-async fn append_one(
+fn place_append(
     home: &Rc<BrokerCtx>,
     tp: TopicPartition,
     records: Bytes,
     durability: Durability,
-) -> PartitionOutcome {
+) -> Pin<Box<dyn Future<Output = PartitionOutcome>>> {
+    let ready = |o: PartitionOutcome| -> Pin<Box<dyn Future<Output = PartitionOutcome>>> {
+        Box::pin(std::future::ready(o))
+    };
     let partition = match home.state().cluster.slot(&tp) {
         Some(Slot::Online(p)) => p,
         Some(Slot::Offline(reason)) => {
-            return PartitionOutcome::error(
+            return ready(PartitionOutcome::error(
                 errors::KAFKA_STORAGE_ERROR,
                 format!("{tp} is offline: {reason}"),
-            )
+            ))
         }
         None => {
-            return PartitionOutcome::error(
+            return ready(PartitionOutcome::error(
                 errors::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("this server does not host {tp}"),
-            )
+            ))
         }
     };
     let topics = home.state().cluster.topics();
@@ -280,12 +366,12 @@ async fn append_one(
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(1);
     if durability == Durability::Synced && min_insync > IN_SYNC_REPLICAS {
-        return PartitionOutcome::error(
+        return ready(PartitionOutcome::error(
             errors::NOT_ENOUGH_REPLICAS,
             format!(
                 "{tp} has min.insync.replicas={min_insync} but only {IN_SYNC_REPLICAS} in-sync replica"
             ),
-        );
+        ));
     }
     let rules = match meta {
         Some(meta) => TopicRules {
@@ -306,36 +392,40 @@ async fn append_one(
         Err(refusal) => {
             let mut o = PartitionOutcome::error(refusal.code, refusal.message);
             o.bad_batch = refusal.batch_index;
-            return o;
+            return ready(o);
         }
     };
     let bytes = records.len();
-    match partition.append(records, durability).await {
-        Ok(info) => {
-            // The append is written, so the high watermark has moved past it: waiting fetches
-            // can now read it.
-            home.state().notifier.notify(&tp);
-            let records = info.last_offset.0 - info.base_offset.0 + 1;
-            home.state().metrics.produced(&tp, bytes, records);
-            PartitionOutcome {
-                error_code: errors::NONE,
-                error_message: None,
-                bad_batch: None,
-                base_offset: info.base_offset.0,
-                log_append_time_ms: info.log_append_time,
-                log_start_offset: info.log_start_offset.0,
+    let append = partition.append(records, durability);
+    let home = home.clone();
+    Box::pin(async move {
+        match append.await {
+            Ok(info) => {
+                // The append is written, so the high watermark has moved past it: waiting
+                // fetches can now read it.
+                home.state().notifier.notify(&tp);
+                let records = info.last_offset.0 - info.base_offset.0 + 1;
+                home.state().metrics.produced(&tp, bytes, records);
+                PartitionOutcome {
+                    error_code: errors::NONE,
+                    error_message: None,
+                    bad_batch: None,
+                    base_offset: info.base_offset.0,
+                    log_append_time_ms: info.log_append_time,
+                    log_start_offset: info.log_start_offset.0,
+                }
+            }
+            Err(e) => {
+                if e.kafka_code() == errors::KAFKA_STORAGE_ERROR {
+                    tracing::error!(%tp, error = %e, "append failed");
+                }
+                // Part of a batch may have been appended before a storage failure was seen;
+                // waking fetches is harmless either way.
+                home.state().notifier.notify(&tp);
+                PartitionOutcome::error(e.kafka_code(), e.to_string())
             }
         }
-        Err(e) => {
-            if e.kafka_code() == errors::KAFKA_STORAGE_ERROR {
-                tracing::error!(%tp, error = %e, "append failed");
-            }
-            // Part of a batch may have been appended before a storage failure was seen; waking
-            // fetches is harmless either way.
-            home.state().notifier.notify(&tp);
-            PartitionOutcome::error(e.kafka_code(), e.to_string())
-        }
-    }
+    })
 }
 
 /// The per-topic record rules applied before the engine sees a batch.
@@ -548,6 +638,52 @@ mod tests {
         bad[last] ^= 0xff;
         let refusal = prepare(bad.freeze(), &rules(Some(Codec::Gzip), false)).unwrap_err();
         assert_eq!(refusal.code, errors::CORRUPT_MESSAGE);
+    }
+
+    #[test]
+    fn a_durability_wait_past_the_deadline_times_out_and_the_append_runs_on() {
+        glommio::LocalExecutor::default().run(async {
+            let finished = Rc::new(std::cell::Cell::new(false));
+            let slow = {
+                let finished = finished.clone();
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(60)).await;
+                    finished.set(true);
+                    PartitionOutcome::error(errors::NONE, "done")
+                })
+                .detach()
+            };
+            let timeout = Some(Duration::from_millis(10));
+            let started = Instant::now();
+            let o = outcome_by(slow, Some(started + Duration::from_millis(10)), timeout).await;
+            assert_eq!(o.error_code, errors::REQUEST_TIMED_OUT);
+            assert_eq!(o.base_offset, -1);
+            assert!(started.elapsed() < Duration::from_millis(60));
+            assert!(!finished.get());
+            // The append was not cancelled by the timed-out wait: it completes on its own.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            assert!(finished.get());
+
+            // Within the deadline the append's own outcome is returned.
+            let quick = glommio::spawn_local(async {
+                PartitionOutcome::error(errors::NOT_ENOUGH_REPLICAS, "quick")
+            })
+            .detach();
+            let o = outcome_by(
+                quick,
+                Some(Instant::now() + Duration::from_secs(5)),
+                timeout,
+            )
+            .await;
+            assert_eq!(o.error_code, errors::NOT_ENOUGH_REPLICAS);
+            let unbounded =
+                glommio::spawn_local(async { PartitionOutcome::error(errors::NONE, "unbounded") })
+                    .detach();
+            assert_eq!(
+                outcome_by(unbounded, None, None).await.error_code,
+                errors::NONE
+            );
+        });
     }
 
     #[test]
