@@ -248,7 +248,10 @@ async fn run_shard(
     };
     spawn_retention(&ctx, shared.clone());
     crate::groups::start(&ctx, shared.clone());
-    let handler = Rc::new(KafkaHandler { ctx: ctx.clone() });
+    let handler = Rc::new(KafkaHandler {
+        ctx: ctx.clone(),
+        peer: None,
+    });
     server::accept_loop(listener, listener_config, shared, handler).await;
     cluster::close_all(&ctx).await;
     drop(admin_stop);
@@ -296,19 +299,36 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
 /// Decodes Kafka requests, dispatches them to the handlers and encodes the responses.
 struct KafkaHandler {
     ctx: Rc<BrokerCtx>,
+    /// The client's address, on the handler of one connection.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Handler for KafkaHandler {
     fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply> {
-        Box::pin(async move { crate::handlers::handle_frame(&self.ctx, frame).await })
+        Box::pin(async move {
+            crate::handlers::handle_frame_ordered(
+                &self.ctx,
+                frame,
+                OrderPoint::unordered(),
+                self.peer,
+            )
+            .await
+        })
+    }
+
+    fn for_peer(self: &Rc<Self>, peer: std::net::SocketAddr) -> Rc<Self> {
+        Rc::new(KafkaHandler {
+            ctx: self.ctx.clone(),
+            peer: Some(peer),
+        })
     }
 
     fn connection_event(&self, event: crate::connection::ConnectionEvent) {
         self.ctx.state().metrics.connection_event(event);
     }
     fn handle_ordered(self: Rc<Self>, frame: Bytes, order: OrderPoint) -> LocalFuture<Reply> {
-        Box::pin(
-            async move { crate::handlers::handle_frame_ordered(&self.ctx, frame, order).await },
-        )
+        Box::pin(async move {
+            crate::handlers::handle_frame_ordered(&self.ctx, frame, order, self.peer).await
+        })
     }
 }

@@ -55,6 +55,12 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 pub trait Handler: 'static {
     fn handle(self: Rc<Self>, frame: Bytes) -> LocalFuture<Reply>;
 
+    /// The handler for one connection from `peer`. Handlers that report the client's address
+    /// (group members' host) make one per connection; by default all share this one.
+    fn for_peer(self: &Rc<Self>, _peer: SocketAddr) -> Rc<Self> {
+        self.clone()
+    }
+
     /// Handles a request whose effects must be ordered after those of the previous ordered
     /// request of the connection and before those of the next one (Produce). The handler
     /// releases `order` once the request's effects have taken their place; the next ordered

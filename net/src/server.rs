@@ -104,7 +104,8 @@ pub async fn accept_loop<H: Handler>(
         stops.borrow_mut().insert(id, stop_tx);
         let conn_stops = stops.clone();
         glommio::spawn_local(async move {
-            let end = connection::serve(stream, peer, limits, handler.clone(), stop_rx).await;
+            let end =
+                connection::serve(stream, peer, limits, handler.for_peer(peer), stop_rx).await;
             conn_stops.borrow_mut().remove(&id);
             match &end {
                 ConnectionEnd::ClientClosed | ConnectionEnd::Shutdown => {

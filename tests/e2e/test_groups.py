@@ -328,6 +328,7 @@ def test_groups_are_listed_described_and_deleted_with_both_admin_clients(broker)
     assert described.partition_assignor == "range"
     (member,) = described.members
     assert member.client_id == "active-client"
+    assert member.host == "/127.0.0.1"
     assert {tp.partition for tp in member.assignment.topic_partitions} == {0, 1}
 
     kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)

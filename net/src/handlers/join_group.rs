@@ -6,6 +6,7 @@
 //! restarts. The wait happens on the coordinator shard; this connection's shard only awaits
 //! the answer. Runs on the connection's shard.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use sluice_protocol::messages::join_group_request::JoinGroupRequest;
@@ -26,6 +27,19 @@ pub async fn handle(
     header: &RequestHeader,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    handle_from(ctx, header, request, None).await
+}
+
+/// [`handle`] for a client whose address is known: it becomes the member's host, written as
+/// Kafka writes it (`/` and the IP address).
+///
+/// Runs on the connection's shard.
+pub async fn handle_from(
+    ctx: &Rc<BrokerCtx>,
+    header: &RequestHeader,
+    request: JoinGroupRequest,
+    peer: Option<SocketAddr>,
+) -> JoinGroupResponse {
     let version = header.request_api_version;
     let reply = if request.group_id.is_empty() {
         error_reply(errors::INVALID_GROUP_ID, &request.member_id)
@@ -36,7 +50,7 @@ pub async fn handle(
             member_id: request.member_id,
             instance_id: request.group_instance_id,
             client_id: header.client_id.clone().unwrap_or_default(),
-            client_host: String::new(),
+            client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms: request.rebalance_timeout_ms,
             protocol_type: request.protocol_type,

@@ -123,14 +123,20 @@ pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
 ///
 /// Runs on the connection's shard.
 pub async fn handle_frame(ctx: &Rc<BrokerCtx>, frame: Bytes) -> Reply {
-    handle_frame_ordered(ctx, frame, OrderPoint::unordered()).await
+    handle_frame_ordered(ctx, frame, OrderPoint::unordered(), None).await
 }
 
 /// [`handle_frame`] for a request in its connection's order (Produce): `order` is released
 /// once the request's appends have taken their places, or when it is dropped on any other path.
+/// `peer` is the client's address when known (JoinGroup records it as the member's host).
 ///
 /// Runs on the connection's shard.
-pub async fn handle_frame_ordered(ctx: &Rc<BrokerCtx>, frame: Bytes, order: OrderPoint) -> Reply {
+pub async fn handle_frame_ordered(
+    ctx: &Rc<BrokerCtx>,
+    frame: Bytes,
+    order: OrderPoint,
+    peer: Option<std::net::SocketAddr>,
+) -> Reply {
     let (header, request) = match sluice_protocol::decode_request(frame) {
         Ok(decoded) => decoded,
         Err(err) => {
@@ -164,6 +170,12 @@ pub async fn handle_frame_ordered(ctx: &Rc<BrokerCtx>, frame: Bytes, order: Orde
         Request::Produce(r) => Some(Response::Produce(
             produce::handle_ordered(ctx, &header, r, order).await,
         )),
+        Request::JoinGroup(r) => {
+            order.release();
+            Some(Response::JoinGroup(
+                join_group::handle_from(ctx, &header, r, peer).await,
+            ))
+        }
         other => {
             order.release();
             dispatch(ctx, &header, other).await
