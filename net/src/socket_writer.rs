@@ -80,6 +80,15 @@ impl SocketWriter {
 
     /// Writes the whole frame, in order. Runs on the connection's shard.
     pub async fn write_frame(&self, frame: &EncodedFrame) -> io::Result<()> {
+        if !frame.files.is_empty() {
+            // Start reading every range of the frame from the disk now (pages already cached
+            // are skipped): the reads of all partitions are in flight together, in large
+            // requests, while the splices below take what has arrived.
+            let ring = ring()?;
+            for (_, range) in &frame.files {
+                ring.prefetch(&range.file, range.offset, range.len);
+            }
+        }
         let mut files = frame.files.iter().peekable();
         let mut start = 0usize;
         loop {
@@ -257,18 +266,23 @@ impl Pipe {
 }
 
 thread_local! {
-    /// This shard's ring, created on first use.
-    static RING: RefCell<Option<Rc<Ring>>> = const { RefCell::new(None) };
+    /// This shard's ring, created on first use, with the id of the executor it was made for
+    /// (its eventfd is read through that executor, so a later executor on the same thread
+    /// gets a new ring).
+    static RING: RefCell<Option<(usize, Rc<Ring>)>> = const { RefCell::new(None) };
 }
 
 /// This shard's ring.
 fn ring() -> io::Result<Rc<Ring>> {
+    let executor = glommio::executor().id();
     RING.with(|slot| {
-        if let Some(r) = slot.borrow().as_ref() {
-            return Ok(r.clone());
+        if let Some((id, r)) = slot.borrow().as_ref() {
+            if *id == executor {
+                return Ok(r.clone());
+            }
         }
         let r = Rc::new(Ring::new()?);
-        *slot.borrow_mut() = Some(r.clone());
+        *slot.borrow_mut() = Some((executor, r.clone()));
         Ok(r)
     })
 }
@@ -356,6 +370,36 @@ impl Ring {
             .submit(entry, Box::new((file.clone(), pipe.clone())))
             .await?;
         Ok(n as u32)
+    }
+
+    /// Asks the kernel to read a file range into the page cache (`POSIX_FADV_WILLNEED`, run
+    /// by a kernel worker). Nobody waits for it; the ring keeps the file open until it is done.
+    fn prefetch(self: &Rc<Self>, file: &Arc<std::fs::File>, offset: u64, len: u64) {
+        let entry = opcode::Fadvise::new(
+            types::Fd(file.as_raw_fd()),
+            len.min(i64::MAX as u64) as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+        .offset(offset)
+        .build();
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.ops.borrow_mut().insert(
+            id,
+            Op {
+                result: None,
+                waker: None,
+                abandoned: true,
+                _keep: Box::new(file.clone()),
+            },
+        );
+        match self.push(entry.user_data(id)) {
+            Ok(()) => self.ensure_driver(),
+            Err(e) => {
+                self.ops.borrow_mut().remove(&id);
+                tracing::debug!(error = %e, "zero-copy ring: prefetch not submitted");
+            }
+        }
     }
 
     /// Waits until the socket can take more data (or has failed: the next send says how).
