@@ -387,3 +387,271 @@ fn group_apis_answer_with_precise_error_codes() {
     assert_eq!(c.delete_group("g"), errors::NONE);
     assert_eq!(c.delete_group("g"), errors::GROUP_ID_NOT_FOUND);
 }
+
+/// One group's whole life at every version of every group API the broker advertises: the
+/// answers must decode at that version and carry the expected codes.
+#[test]
+fn group_apis_answer_at_every_advertised_version() {
+    use sluice_net::handlers::served_range;
+    use sluice_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+    use sluice_protocol::messages::list_groups_request::ListGroupsRequest;
+    use sluice_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use sluice_protocol::ApiKey;
+
+    let broker = Broker::start();
+    let mut c = Client::connect(broker.addr);
+    let Response::CreateTopics(_) = c.call(
+        5,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                ..CreatableTopic::default()
+            }],
+            timeout_ms: 10_000,
+            ..CreateTopicsRequest::default()
+        }),
+    ) else {
+        panic!()
+    };
+    let top = |key: ApiKey| served_range(key).unwrap().1;
+    let (_, join_max) = served_range(ApiKey::JoinGroup).unwrap();
+    for v in 0..=join_max {
+        let group = format!("every-{v}");
+        let at = |key: ApiKey| v.min(top(key));
+        let find_v = at(ApiKey::FindCoordinator);
+        let Response::FindCoordinator(found) = c.call(
+            find_v,
+            Request::FindCoordinator(if find_v >= 4 {
+                FindCoordinatorRequest {
+                    coordinator_keys: vec![group.clone()],
+                    ..FindCoordinatorRequest::default()
+                }
+            } else {
+                FindCoordinatorRequest {
+                    key: group.clone(),
+                    ..FindCoordinatorRequest::default()
+                }
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!(found.error_code, errors::NONE);
+        assert!(found
+            .coordinators
+            .iter()
+            .all(|k| k.error_code == errors::NONE));
+
+        let join = |c: &mut Client, member: &str| {
+            let Response::JoinGroup(r) = c.call(
+                v,
+                Request::JoinGroup(JoinGroupRequest {
+                    group_id: group.clone(),
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 5_000,
+                    member_id: member.into(),
+                    protocol_type: "consumer".into(),
+                    protocols: vec![JoinGroupRequestProtocol {
+                        name: "range".into(),
+                        metadata: Bytes::from_static(b"\0\0\0\0\0\0"),
+                        ..JoinGroupRequestProtocol::default()
+                    }],
+                    ..JoinGroupRequest::default()
+                }),
+            ) else {
+                panic!()
+            };
+            r
+        };
+        let mut r = loop {
+            let r = join(&mut c, "");
+            if r.error_code != errors::COORDINATOR_LOAD_IN_PROGRESS {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if v >= 4 {
+            assert_eq!(r.error_code, errors::MEMBER_ID_REQUIRED, "JoinGroup v{v}");
+            r = join(&mut c, &r.member_id.clone());
+        }
+        assert_eq!(r.error_code, errors::NONE, "JoinGroup v{v}");
+        assert_eq!((r.generation_id, r.members.len()), (1, 1), "JoinGroup v{v}");
+        let member = r.member_id.clone();
+
+        let Response::SyncGroup(s) = c.call(
+            at(ApiKey::SyncGroup),
+            Request::SyncGroup(SyncGroupRequest {
+                group_id: group.clone(),
+                generation_id: 1,
+                member_id: member.clone(),
+                assignments: vec![SyncGroupRequestAssignment {
+                    member_id: member.clone(),
+                    assignment: Bytes::from_static(b"a"),
+                    ..SyncGroupRequestAssignment::default()
+                }],
+                ..SyncGroupRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!((s.error_code, &s.assignment[..]), (errors::NONE, &b"a"[..]));
+
+        let Response::Heartbeat(h) = c.call(
+            at(ApiKey::Heartbeat),
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: group.clone(),
+                generation_id: 1,
+                member_id: member.clone(),
+                ..HeartbeatRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!(h.error_code, errors::NONE);
+
+        // OffsetCommit v0 has no generation: it is a standalone commit, refused while the
+        // group has a member.
+        let commit_v = at(ApiKey::OffsetCommit);
+        let expected = if commit_v == 0 {
+            errors::UNKNOWN_MEMBER_ID
+        } else {
+            errors::NONE
+        };
+        let Response::OffsetCommit(oc) = c.call(
+            commit_v,
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: group.clone(),
+                generation_id_or_member_epoch: 1,
+                member_id: member.clone(),
+                topics: vec![OffsetCommitRequestTopic {
+                    name: "t".into(),
+                    partitions: vec![OffsetCommitRequestPartition {
+                        partition_index: 0,
+                        committed_offset: 10 + i64::from(v),
+                        committed_leader_epoch: -1,
+                        committed_metadata: Some("m".into()),
+                        ..OffsetCommitRequestPartition::default()
+                    }],
+                    ..OffsetCommitRequestTopic::default()
+                }],
+                ..OffsetCommitRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            oc.topics[0].partitions[0].error_code, expected,
+            "OffsetCommit v{commit_v}"
+        );
+
+        let fetch_v = at(ApiKey::OffsetFetch);
+        let topics = Some(vec![OffsetFetchRequestTopic {
+            name: "t".into(),
+            partition_indexes: vec![0],
+            ..OffsetFetchRequestTopic::default()
+        }]);
+        let request = if fetch_v >= 8 {
+            OffsetFetchRequest {
+                groups: vec![OffsetFetchRequestGroup {
+                    group_id: group.clone(),
+                    topics: None,
+                    ..OffsetFetchRequestGroup::default()
+                }],
+                ..OffsetFetchRequest::default()
+            }
+        } else {
+            OffsetFetchRequest {
+                group_id: group.clone(),
+                topics,
+                ..OffsetFetchRequest::default()
+            }
+        };
+        let Response::OffsetFetch(of) = c.call(fetch_v, Request::OffsetFetch(request)) else {
+            panic!()
+        };
+        let committed: Vec<i64> = if fetch_v >= 8 {
+            of.groups[0]
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+                .collect()
+        } else {
+            of.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+                .collect()
+        };
+        let want = if commit_v == 0 { -1 } else { 10 + i64::from(v) };
+        if fetch_v >= 8 && want < 0 {
+            assert!(committed.is_empty(), "OffsetFetch v{fetch_v}");
+        } else {
+            assert_eq!(committed, vec![want], "OffsetFetch v{fetch_v}");
+        }
+
+        let describe_v = at(ApiKey::DescribeGroups);
+        let Response::DescribeGroups(d) = c.call(
+            describe_v,
+            Request::DescribeGroups(DescribeGroupsRequest {
+                groups: vec![group.clone()],
+                include_authorized_operations: describe_v >= 3,
+                ..DescribeGroupsRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.groups[0].group_state, "Stable");
+        assert_eq!(d.groups[0].members.len(), 1);
+        if describe_v >= 3 {
+            assert_ne!(d.groups[0].authorized_operations, i32::MIN);
+        }
+
+        let list_v = at(ApiKey::ListGroups);
+        let Response::ListGroups(l) = c.call(
+            list_v,
+            Request::ListGroups(ListGroupsRequest {
+                states_filter: if list_v >= 4 {
+                    vec!["Stable".into()]
+                } else {
+                    vec![]
+                },
+                ..ListGroupsRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        assert!(l.groups.iter().any(|g| g.group_id == group));
+
+        let leave_v = at(ApiKey::LeaveGroup);
+        let Response::LeaveGroup(left) = c.call(
+            leave_v,
+            Request::LeaveGroup(if leave_v >= 3 {
+                LeaveGroupRequest {
+                    group_id: group.clone(),
+                    members: vec![MemberIdentity {
+                        member_id: member.clone(),
+                        ..MemberIdentity::default()
+                    }],
+                    ..LeaveGroupRequest::default()
+                }
+            } else {
+                LeaveGroupRequest {
+                    group_id: group.clone(),
+                    member_id: member.clone(),
+                    ..LeaveGroupRequest::default()
+                }
+            }),
+        ) else {
+            panic!()
+        };
+        assert_eq!(left.error_code, errors::NONE);
+        if leave_v >= 3 {
+            assert_eq!(left.members[0].error_code, errors::NONE);
+        }
+        assert_eq!(
+            c.delete_group(&group),
+            errors::NONE,
+            "DeleteGroups after v{v}"
+        );
+    }
+}
