@@ -574,7 +574,12 @@ impl Group {
     /// deadline, removes members that did not sync in time.
     pub fn tick(&mut self, now_ms: i64) -> Effects {
         let mut fx = Effects::default();
+        let pending = self.pending.len();
         self.pending.retain(|_, expiry| *expiry > now_ms);
+        if self.pending.len() < pending {
+            // A member id handed out but never used no longer holds up the join phase.
+            self.maybe_complete_join(now_ms, &mut fx);
+        }
         let dead: Vec<String> = self
             .members
             .values()

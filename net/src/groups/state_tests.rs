@@ -492,3 +492,24 @@ fn a_restored_group_keeps_its_generation_and_expires_silent_members() {
     assert_eq!(r.state, GroupState::Empty);
     assert_eq!(r.generation, 2);
 }
+
+#[test]
+fn a_handed_out_member_id_that_is_never_used_stops_holding_up_the_rebalance() {
+    let mut g = stable_one();
+    // c asks for a member id (KIP-394) and vanishes; a rejoins for another reason.
+    let (out, _) = g.join(join_req("", "c", &["range"]), &LIMITS, 100);
+    assert!(matches!(
+        out,
+        JoinOutcome::Reply(JoinReply {
+            error: errors::MEMBER_ID_REQUIRED,
+            ..
+        })
+    ));
+    let (out, fx) = g.join(join_req("a", "x", &["range", "roundrobin"]), &LIMITS, 200);
+    assert_eq!(out, JoinOutcome::Wait("a".into()));
+    assert!(fx.joins.is_empty(), "waits for the member id it handed out");
+    // c's id expires with its session timeout (10 s), long before the 30 s rebalance timeout.
+    let fx = g.tick(10_100);
+    assert_eq!(fx.joins.len(), 1);
+    assert_eq!(g.generation, 2);
+}
