@@ -92,6 +92,25 @@ impl GroupsShard {
             .collect()
     }
 
+    /// Answers every waiting JoinGroup and SyncGroup with `error` (the broker is stopping:
+    /// clients look for the coordinator again instead of waiting on a closing connection).
+    pub fn fail_waiters(&self, error: i16) {
+        for ((_, member_id), tx) in self.join_waiters.borrow_mut().drain() {
+            let _ = tx.try_send(JoinReply {
+                error,
+                generation: -1,
+                member_id,
+                ..JoinReply::default()
+            });
+        }
+        for (_, tx) in self.sync_waiters.borrow_mut().drain() {
+            let _ = tx.try_send(SyncReply {
+                error,
+                ..SyncReply::default()
+            });
+        }
+    }
+
     /// A member id as Kafka makes them: the client id, a dash and a UUID.
     fn new_member_id(&self, shard: u32, client_id: &str) -> String {
         let seq = self.member_seq.get() + 1;

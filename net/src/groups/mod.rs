@@ -315,6 +315,9 @@ pub fn start(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
         loop {
             glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
             if shared.shutdown.load(Ordering::SeqCst) {
+                if let Some(ctx) = weak.upgrade() {
+                    ctx.state().groups.fail_waiters(errors::NOT_COORDINATOR);
+                }
                 return;
             }
             let Some(ctx) = weak.upgrade() else { return };
