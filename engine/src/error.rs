@@ -47,6 +47,9 @@ pub enum InvalidRecord {
     CountMismatch { count: i32, last_offset_delta: i32 },
     /// `lastOffsetDelta` is negative.
     NegativeLastOffsetDelta,
+    /// A batch of an idempotent or transactional producer shares the request with other
+    /// batches for the partition (Kafka allows exactly one batch per partition then).
+    ProducerBatchNotAlone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,13 @@ pub enum Error {
 
     #[error("partition {tp} is closed")]
     Closed { tp: TopicPartition },
+
+    #[error("{tp}: {source}")]
+    Producer {
+        tp: TopicPartition,
+        #[source]
+        source: crate::producer_state::ProducerError,
+    },
 }
 
 impl Error {
@@ -132,6 +142,7 @@ impl Error {
             Error::Poisoned { .. } => KAFKA_STORAGE_ERROR,
             Error::CorruptLog { .. } => KAFKA_STORAGE_ERROR,
             Error::Closed { .. } => KAFKA_STORAGE_ERROR,
+            Error::Producer { source, .. } => source.kafka_code(),
         }
     }
 

@@ -38,6 +38,7 @@ use crate::error::{Error, InvalidRecord, Result};
 use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
 use crate::order::{AppendOrder, Ticket};
+use crate::producer_state::{self, BatchMeta, IncomingBatch, ProducerStateTable, Verdict};
 use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint, TailRecovery};
 use crate::segment::{parse_log_file_name, Segment};
 use crate::segment_reader::{batch_ends, locate, read_batches, Located, ScanItem, Scanner};
@@ -217,6 +218,8 @@ struct State {
     closed: bool,
     leader_epoch: i32,
     report: OpenReport,
+    /// Idempotent and transactional producers' state (sequence checks, open transactions).
+    producers: ProducerStateTable,
 }
 
 impl Partition {
@@ -293,6 +296,7 @@ impl Partition {
         if last.size() > 0 {
             last.meta.borrow_mut().first_append_ms = Some(now_ms());
         }
+        let producers = rebuild_producer_state(&dir, &segments, next_offset).await?;
         let writer = SegmentWriter::new(last.clone(), end, tail_bytes, next_offset);
         let cache_id = ctx.cache.register();
         let report = OpenReport {
@@ -318,6 +322,7 @@ impl Partition {
                 closed: false,
                 leader_epoch: 0,
                 report,
+                producers,
             }),
         });
         Ok(Partition { inner })
@@ -414,6 +419,24 @@ impl Partition {
         validate_records(&records, &cfg)?;
         let turn = ticket.turn().await;
         inner.writable()?;
+        // Producer checks happen in the append's turn, so they see every earlier append.
+        let producer = producer_batch(&records)?;
+        if let Some(batch) = &producer {
+            let verdict =
+                inner
+                    .st
+                    .borrow()
+                    .producers
+                    .check(batch)
+                    .map_err(|source| Error::Producer {
+                        tp: inner.tp.clone(),
+                        source,
+                    })?;
+            if let Verdict::Duplicate(original) = verdict {
+                drop(turn);
+                return self.answer_duplicate(original, durability).await;
+            }
+        }
         let writer = inner.st.borrow().writer.clone();
         writer.wait_room().await;
         inner.maybe_roll(records.len()).await?;
@@ -460,6 +483,11 @@ impl Partition {
                 .collect();
             let end = writer.append(&parts, next);
             drop(parts);
+            let max_timestamp = placed
+                .iter()
+                .map(|(_, _, h, _)| h.max_timestamp)
+                .max()
+                .unwrap_or(-1);
             for (header, body, h, pos) in placed {
                 inner.ctx.cache.insert(
                     inner.cache_id,
@@ -472,6 +500,10 @@ impl Partition {
                         pos: FilePos(pos),
                     },
                 );
+            }
+            if let Some(batch) = &producer {
+                st.producers
+                    .record(batch, base, Offset(next.0 - 1), max_timestamp, now);
             }
             st.next_offset = next;
             st.unflushed_records += next.0 - base.0;
@@ -509,6 +541,39 @@ impl Partition {
             }
         }
         Ok(info)
+    }
+
+    /// Answers a retried batch of an idempotent producer with the offsets its first attempt
+    /// got, once that attempt has the requested durability (a retry can arrive while the
+    /// original still waits for its write or fdatasync). Nothing is written.
+    async fn answer_duplicate(
+        &self,
+        original: BatchMeta,
+        durability: Durability,
+    ) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        if durability != Durability::Buffered && inner.st.borrow().durable <= original.last_offset {
+            let target: Rc<dyn FlushTarget> = inner.clone();
+            inner.ctx.flusher.sync(target).await;
+            inner.writable()?;
+            let durable = inner.st.borrow().durable;
+            if durable <= original.last_offset {
+                return Err(Error::Poisoned {
+                    tp: inner.tp.clone(),
+                    op: "fdatasync",
+                    detail: format!(
+                        "flush round ended with durable offset {durable} below {}",
+                        original.last_offset
+                    ),
+                });
+            }
+        }
+        Ok(AppendInfo {
+            base_offset: original.first_offset,
+            last_offset: original.last_offset,
+            log_append_time: -1,
+            log_start_offset: inner.st.borrow().log_start,
+        })
     }
 
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` but at
@@ -780,6 +845,10 @@ impl Partition {
                 .collect()
         };
         RecoveryPoint::remove(&inner.dir)?;
+        // Snapshots beyond the new end describe batches about to go; removed first, so that
+        // no crash can leave one to be trusted once the log grows past it again.
+        producer_state::remove_snapshots_above(&inner.dir, new_end)
+            .map_err(|e| Error::io("remove producer snapshots", &inner.dir, e))?;
         for s in later.iter().rev() {
             s.remove_files()?;
         }
@@ -833,6 +902,7 @@ impl Partition {
             st.durable = st.durable.min(new_end);
             st.log_start = st.log_start.min(new_end);
             st.unflushed_records = 0;
+            st.producers.truncate_to(new_end);
             inner.check_invariants(&st);
         }
         inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
@@ -884,6 +954,7 @@ impl Partition {
         inner.drain_active().await?;
         let seg = inner.st.borrow().writer.segment().clone();
         inner.seal(&seg).await?;
+        inner.snapshot_producers(seg.next_offset())?;
         // A clean close vouches for the whole log: the next open scans nothing.
         RecoveryPoint {
             segment_base: seg.base(),
@@ -1048,6 +1119,9 @@ impl Inner {
         self.drain_active().await?;
         self.seal(&seg).await?;
         let base = self.st.borrow().next_offset;
+        // The sealed segments hold everything below `base`: the snapshot at `base` is durable
+        // with them, and recovery replays only the new segment after it.
+        self.snapshot_producers(base)?;
         let fresh = Rc::new(Segment::open(&self.dir, base, &self.ctx.io, true).await?);
         sync_dir(&self.dir)?;
         let writer = SegmentWriter::new(fresh.clone(), 0, Vec::new(), base);
@@ -1064,6 +1138,15 @@ impl Inner {
         st.unflushed_records = 0;
         self.check_invariants(&st);
         Ok(())
+    }
+
+    /// Writes the producer state, valid for the log up to `offset`, as a snapshot file (after
+    /// forgetting producers idle for longer than [`PRODUCER_ID_EXPIRATION_MS`]).
+    fn snapshot_producers(&self, offset: Offset) -> Result<()> {
+        let mut st = self.st.borrow_mut();
+        st.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+        producer_state::write_snapshot(&self.dir, &st.producers, offset)
+            .map_err(|e| Error::io("write producer snapshot", &self.dir, e))
     }
 
     /// Truncates a fully written segment to its exact size, syncs it and persists its indexes.
@@ -1238,6 +1321,66 @@ async fn read_tail(seg: &Segment, end: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(data.to_vec())
+}
+
+/// Kafka's default `producer.id.expiration.ms` (one day): an idempotent producer that has not
+/// written for this long is forgotten (its next batch is accepted as from a new producer).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Bytes read per step when replaying batches into the producer state.
+const PRODUCER_REPLAY_CHUNK_BYTES: usize = 1 << 20;
+
+/// The one batch of an idempotent or transactional producer in `records`, if it is one; an
+/// error when such a batch does not come alone. `records` was validated.
+fn producer_batch(records: &[u8]) -> Result<Option<IncomingBatch>> {
+    let mut found = None;
+    let mut batches = 0usize;
+    let mut at = 0usize;
+    while let Some(h) = BatchHeader::read(&records[at..]) {
+        if let Some(b) = IncomingBatch::from_header(&records[at..]) {
+            if b.is_idempotent() {
+                found = Some(b);
+            }
+        }
+        batches += 1;
+        at += h.total_len as usize;
+        if at >= records.len() {
+            break;
+        }
+    }
+    if found.is_some() && batches > 1 {
+        return Err(Error::InvalidRecord {
+            pos: 0,
+            reason: InvalidRecord::ProducerBatchNotAlone,
+        });
+    }
+    Ok(found)
+}
+
+/// Rebuilds the producer state at open: the newest snapshot valid for the log, then every
+/// batch after it; without a snapshot, the batches of the active segment.
+async fn rebuild_producer_state(
+    dir: &Path,
+    segments: &BTreeMap<Offset, Rc<Segment>>,
+    log_end: Offset,
+) -> Result<ProducerStateTable> {
+    let loaded = producer_state::load_latest_snapshot(dir, log_end)
+        .map_err(|e| Error::io("read producer snapshot", dir, e))?;
+    let active_base = segments.keys().next_back().copied().unwrap_or(Offset(0));
+    let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), active_base));
+    let now = now_ms();
+    for seg in segments.values() {
+        if seg.next_offset() <= from {
+            continue;
+        }
+        let mut scan = Scanner::new(seg.file(), 0, seg.size(), PRODUCER_REPLAY_CHUNK_BYTES);
+        while let ScanItem::Batch { header, bytes, .. } = scan.next(true).await? {
+            if header.last_offset() >= from {
+                table.replay(&bytes, now);
+            }
+        }
+    }
+    Ok(table)
 }
 
 fn read_checkpoint(dir: &Path) -> Result<Option<Offset>> {

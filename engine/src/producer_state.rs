@@ -21,12 +21,20 @@
 //! The table is rebuilt after a restart from a snapshot (written when a segment rolls, see
 //! [`ProducerStateTable::encode_snapshot`]) plus a replay of the batches after the snapshot's
 //! offset; replay goes through [`ProducerStateTable::replay`], which records without checking.
+//! Without a snapshot (a log that never rolled since it was written) the active segment is
+//! replayed; producers seen only in older segments are then unknown, which only relaxes their
+//! next sequence check, as for an expired producer.
 //! Snapshots keep all cached batches, not only the last, so duplicate detection is as good after
 //! a restart as before it. Plain data: owned by the partition, on the partition's home shard.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 
-use crate::batch::BatchView;
+use crate::batch::{
+    BatchHeader, BatchView, ATTRIBUTES_AT, ATTRIBUTES_CONTROL, ATTRIBUTES_TRANSACTIONAL,
+    BASE_SEQUENCE_AT, PRODUCER_EPOCH_AT, PRODUCER_ID_AT, RECORD_COUNT_AT,
+};
+use crate::limits::BATCH_HEADER_BYTES;
 use crate::types::Offset;
 
 /// The producer id of a batch from a producer that is neither idempotent nor transactional.
@@ -81,6 +89,28 @@ impl IncomingBatch {
             transactional: view.is_transactional(),
             control: view.is_control(),
         }
+    }
+
+    /// The producer fields of the batch starting at `buf[0]`, read from its 61-byte header
+    /// alone; `None` when fewer bytes are present.
+    pub fn from_header(buf: &[u8]) -> Option<IncomingBatch> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        let i16_at = |at: usize| i16::from_be_bytes([buf[at], buf[at + 1]]);
+        let i32_at =
+            |at: usize| i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]);
+        let attributes = i16_at(ATTRIBUTES_AT);
+        Some(IncomingBatch {
+            producer_id: i64::from_be_bytes(id),
+            epoch: i16_at(PRODUCER_EPOCH_AT),
+            first_seq: i32_at(BASE_SEQUENCE_AT),
+            record_count: i32_at(RECORD_COUNT_AT),
+            transactional: attributes & ATTRIBUTES_TRANSACTIONAL != 0,
+            control: attributes & ATTRIBUTES_CONTROL != 0,
+        })
     }
 
     /// Whether the batch comes from an idempotent or transactional producer.
@@ -334,29 +364,31 @@ impl ProducerStateTable {
             })
     }
 
-    /// Replays one batch read back from the log (recovery): records it without checks.
-    /// Returns the transaction a marker closed, if the batch is a marker.
-    pub fn replay(&mut self, view: &BatchView<'_>, now_ms: i64) -> Option<CompletedTxn> {
-        let batch = IncomingBatch::of(view);
-        if !batch.is_idempotent() {
+    /// Replays one whole batch read back from the log (recovery): records it without checks.
+    /// Reads only the header fields (and a control batch's marker record), so a batch whose
+    /// body is damaged still counts. Returns the transaction a marker closed, if any.
+    pub fn replay(&mut self, batch: &[u8], now_ms: i64) -> Option<CompletedTxn> {
+        let header = BatchHeader::read(batch)?;
+        let incoming = IncomingBatch::from_header(batch)?;
+        if !incoming.is_idempotent() {
             return None;
         }
-        if batch.control {
-            let (committed, coordinator_epoch) = control_marker(view)?;
+        if incoming.control {
+            let (committed, coordinator_epoch) = control_marker(batch)?;
             return self.record_marker(
-                batch.producer_id,
-                batch.epoch,
+                incoming.producer_id,
+                incoming.epoch,
                 committed,
                 coordinator_epoch,
-                view.base_offset(),
+                header.base_offset,
                 now_ms,
             );
         }
         self.record(
-            &batch,
-            view.base_offset(),
-            view.last_offset(),
-            view.max_timestamp(),
+            &incoming,
+            header.base_offset,
+            header.last_offset(),
+            header.max_timestamp,
             now_ms,
         );
         None
@@ -492,6 +524,103 @@ impl ProducerStateTable {
     }
 }
 
+/// Suffix of producer-state snapshot files: `<20-digit offset>.snapshot` in the partition's
+/// directory, the offset being the log end the snapshot is valid for.
+pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+/// How many snapshot files a partition keeps (the newest ones); an older one only helps when
+/// every newer one is damaged.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// The file name of the snapshot valid up to `offset`.
+pub fn snapshot_file_name(offset: Offset) -> String {
+    format!("{:020}{SNAPSHOT_SUFFIX}", offset.0)
+}
+
+/// The offsets of the snapshot files in `dir`, ascending.
+pub fn list_snapshots(dir: &Path) -> std::io::Result<Vec<Offset>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX)) else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(offset) = stem.parse::<i64>() {
+                out.push(Offset(offset));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes the snapshot of `table` valid up to `offset` durably (temporary file, fsync,
+/// rename, directory fsync), then removes all but the newest [`SNAPSHOTS_KEPT`] snapshots.
+/// Small blocking file calls, on the rare roll and close paths.
+pub fn write_snapshot(
+    dir: &Path,
+    table: &ProducerStateTable,
+    offset: Offset,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(snapshot_file_name(offset));
+    let tmp = dir.join(format!("{}.tmp", snapshot_file_name(offset)));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&table.encode_snapshot(offset))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let all = list_snapshots(dir)?;
+    for old in &all[..all.len().saturating_sub(SNAPSHOTS_KEPT)] {
+        remove_snapshot(dir, *old)?;
+    }
+    Ok(())
+}
+
+/// Removes the snapshots for offsets above `offset` (the log was truncated below them).
+pub fn remove_snapshots_above(dir: &Path, offset: Offset) -> std::io::Result<()> {
+    for s in list_snapshots(dir)? {
+        if s > offset {
+            remove_snapshot(dir, s)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_snapshot(dir: &Path, offset: Offset) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(snapshot_file_name(offset))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The newest readable snapshot valid for a log ending at `log_end` (offset <= `log_end`):
+/// the table and its offset. Damaged snapshots are skipped (with a warning), so a torn write
+/// costs a longer replay, never a wrong state.
+pub fn load_latest_snapshot(
+    dir: &Path,
+    log_end: Offset,
+) -> std::io::Result<Option<(ProducerStateTable, Offset)>> {
+    for offset in list_snapshots(dir)?.into_iter().rev() {
+        if offset > log_end {
+            continue;
+        }
+        let path = dir.join(snapshot_file_name(offset));
+        let bytes = std::fs::read(&path)?;
+        match ProducerStateTable::decode_snapshot(&bytes) {
+            Ok((table, at)) if at == offset => return Ok(Some((table, at))),
+            Ok((_, at)) => {
+                tracing::warn!(path = %path.display(), inner = at.0, "producer-state snapshot names another offset; skipped")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "damaged producer-state snapshot skipped")
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Why a snapshot could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -538,8 +667,9 @@ pub fn add_seq(seq: i32, n: i32) -> i32 {
 ///
 /// A marker record's key is (version i16, type i16: 0 abort, 1 commit) and its value is
 /// (version i16, coordinator epoch i32). Control batches are never compressed.
-fn control_marker(view: &BatchView<'_>) -> Option<(bool, i32)> {
-    let mut records = crate::records::RecordIter::new(view.records(), view.record_count());
+fn control_marker(batch: &[u8]) -> Option<(bool, i32)> {
+    let count = IncomingBatch::from_header(batch)?.record_count;
+    let mut records = crate::records::RecordIter::new(batch.get(BATCH_HEADER_BYTES..)?, count);
     let record = records.next()?.ok()?;
     let key = record.key?;
     let value = record.value?;
@@ -762,5 +892,46 @@ mod tests {
             ProducerStateTable::decode_snapshot(&flipped),
             Err(SnapshotError::Checksum)
         );
+    }
+
+    #[test]
+    fn snapshot_files_keep_the_newest_and_skip_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = ProducerStateTable::new();
+        let mut next = 0;
+        for (i, at) in [10, 20, 30].into_iter().enumerate() {
+            produce(&mut t, batch(0, i as i32, 1), &mut next).unwrap();
+            write_snapshot(dir.path(), &t, Offset(at)).unwrap();
+        }
+        assert_eq!(
+            list_snapshots(dir.path()).unwrap(),
+            vec![Offset(20), Offset(30)]
+        );
+        let (latest, at) = load_latest_snapshot(dir.path(), Offset(100))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (at, latest.get(PID).unwrap().last_seq()),
+            (Offset(30), Some(2))
+        );
+        // A log that ends before the newest snapshot uses an older one.
+        let (older, at) = load_latest_snapshot(dir.path(), Offset(25))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (at, older.get(PID).unwrap().last_seq()),
+            (Offset(20), Some(1))
+        );
+        // A torn newest snapshot falls back to the previous one.
+        std::fs::write(dir.path().join(snapshot_file_name(Offset(30))), b"SLPS\0").unwrap();
+        assert_eq!(
+            load_latest_snapshot(dir.path(), Offset(100))
+                .unwrap()
+                .unwrap()
+                .1,
+            Offset(20)
+        );
+        remove_snapshots_above(dir.path(), Offset(20)).unwrap();
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![Offset(20)]);
     }
 }
