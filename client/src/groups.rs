@@ -299,44 +299,66 @@ impl Client {
             else {
                 return Err(missing(&context(), "an OffsetFetch body"));
             };
-            let mut out = Vec::new();
-            if version >= OFFSET_FETCH_BATCHED_MIN_VERSION {
-                let found = r
-                    .groups
-                    .into_iter()
-                    .find(|g| g.group_id == group)
-                    .ok_or_else(|| missing(&context(), "the group's result"))?;
-                check(found.error_code, None, context)?;
-                for topic in found.topics {
-                    for p in topic.partitions {
-                        check(p.error_code, None, || {
-                            format!("{} for {}-{}", context(), topic.name, p.partition_index)
-                        })?;
-                        out.push(CommittedOffset {
-                            topic: topic.name.clone(),
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.metadata,
-                        });
-                    }
-                }
-            } else {
-                check(r.error_code, None, context)?;
-                for topic in r.topics {
-                    for p in topic.partitions {
-                        check(p.error_code, None, || {
-                            format!("{} for {}-{}", context(), topic.name, p.partition_index)
-                        })?;
-                        out.push(CommittedOffset {
-                            topic: topic.name.clone(),
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.metadata,
-                        });
-                    }
-                }
+            // v8+ nests the same per-partition fields under groups; flatten both shapes to
+            // (topic, partition, offset, leader epoch, metadata, error) first.
+            let rows: Vec<(String, i32, i64, i32, Option<String>, i16)> =
+                if version >= OFFSET_FETCH_BATCHED_MIN_VERSION {
+                    let found = r
+                        .groups
+                        .into_iter()
+                        .find(|g| g.group_id == group)
+                        .ok_or_else(|| missing(&context(), "the group's result"))?;
+                    check(found.error_code, None, context)?;
+                    found
+                        .topics
+                        .into_iter()
+                        .flat_map(|t| {
+                            t.partitions.into_iter().map(move |p| {
+                                let (index, offset) = (p.partition_index, p.committed_offset);
+                                let epoch = p.committed_leader_epoch;
+                                (
+                                    t.name.clone(),
+                                    index,
+                                    offset,
+                                    epoch,
+                                    p.metadata,
+                                    p.error_code,
+                                )
+                            })
+                        })
+                        .collect()
+                } else {
+                    check(r.error_code, None, context)?;
+                    r.topics
+                        .into_iter()
+                        .flat_map(|t| {
+                            t.partitions.into_iter().map(move |p| {
+                                let (index, offset) = (p.partition_index, p.committed_offset);
+                                let epoch = p.committed_leader_epoch;
+                                (
+                                    t.name.clone(),
+                                    index,
+                                    offset,
+                                    epoch,
+                                    p.metadata,
+                                    p.error_code,
+                                )
+                            })
+                        })
+                        .collect()
+                };
+            let mut out = Vec::with_capacity(rows.len());
+            for (topic, partition, offset, leader_epoch, metadata, error_code) in rows {
+                check(error_code, None, || {
+                    format!("{} for {topic}-{partition}", context())
+                })?;
+                out.push(CommittedOffset {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                });
             }
             Ok(out)
         })?;
@@ -481,12 +503,10 @@ mod tests {
                 TopicPartition {
                     topic: "b".into(),
                     partitions: vec![2, 0],
-                    ..TopicPartition::default()
                 },
                 TopicPartition {
                     topic: "a".into(),
                     partitions: vec![1],
-                    ..TopicPartition::default()
                 },
             ],
             user_data: None,
