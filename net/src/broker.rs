@@ -43,6 +43,8 @@ pub enum BrokerError {
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminBindError),
     #[error(transparent)]
+    ProducerIds(#[from] crate::producer_ids::ProducerIdError),
+    #[error(transparent)]
     Shards(#[from] sluice_engine::shard::ShardError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: u32, message: String },
@@ -63,6 +65,8 @@ pub struct ShardState {
     pub metrics: crate::metrics::ShardMetrics,
     /// The consumer groups this shard coordinates.
     pub groups: crate::groups::coordinator::GroupsShard,
+    /// Producer ids for idempotent producers (the durable counter on the control shard).
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 /// The shard context every handler gets.
@@ -79,6 +83,12 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     if config.advertised_port == 0 {
         config.advertised_port = config.listen.port();
     }
+    // Held until the broker stops; see `PortClaim` for why SO_REUSEPORT needs it.
+    let _port_claim =
+        server::claim_listen_port(config.listen).map_err(|source| BrokerError::PortTaken {
+            addr: config.listen,
+            source,
+        })?;
     // Bound here, before any shard starts: a taken admin port is a start-up error, and port 0
     // becomes the real port the ready line prints.
     let admin = match config.admin_listen {
@@ -94,12 +104,6 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
         None => None,
     };
     let admin = Arc::new(std::sync::Mutex::new(admin));
-    // Held until the broker stops; see `PortClaim` for why SO_REUSEPORT needs it.
-    let _port_claim =
-        server::claim_listen_port(config.listen).map_err(|source| BrokerError::PortTaken {
-            addr: config.listen,
-            source,
-        })?;
     let cluster_id: Arc<str> = crate::data_dir::load_or_create_cluster_id(&config.data_dir)
         .map_err(BrokerError::ClusterId)?
         .into();
@@ -108,6 +112,9 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
     // The store itself goes to the control shard, its single writer; every shard starts from
     // the same snapshot.
     let store = Arc::new(std::sync::Mutex::new(Some(store)));
+    let producer_id_store = Arc::new(std::sync::Mutex::new(Some(
+        crate::producer_ids::ProducerIdStore::open(&config.data_dir)?,
+    )));
     let config = Arc::new(config);
     let runtime = RuntimeConfig {
         nr_shards: config.shards,
@@ -122,13 +129,14 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
         let listening = listening.clone();
         let cluster_id = cluster_id.clone();
         let initial = initial.clone();
-        let (store, admin) = if boot.id() == CONTROL_SHARD {
+        let (store, admin, producer_id_store) = if boot.id() == CONTROL_SHARD {
             (
                 store.lock().ok().and_then(|mut s| s.take()),
                 admin.lock().ok().and_then(|mut a| a.take()),
+                producer_id_store.lock().ok().and_then(|mut p| p.take()),
             )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let boot_state = BootState {
             config,
@@ -136,6 +144,7 @@ pub fn run(config: BrokerConfig, shared: Arc<ListenerShared>) -> Result<(), Brok
             initial,
             store,
             admin,
+            producer_id_store,
         };
         async move { run_shard(boot, boot_state, shared, listening).await }
     })?;
@@ -156,6 +165,8 @@ struct BootState {
     store: Option<TopicStore>,
     /// The admin HTTP listener; `Some` only on the control shard, which serves it.
     admin: Option<std::net::TcpListener>,
+    /// The producer-id counter; `Some` only on the control shard.
+    producer_id_store: Option<crate::producer_ids::ProducerIdStore>,
 }
 
 /// Runs on shard `boot.id()` for the broker's whole life.
@@ -171,6 +182,7 @@ async fn run_shard(
         initial,
         store,
         admin,
+        producer_id_store,
     } = boot_state;
     let id = boot.id();
     let nr_shards = boot.nr_shards();
@@ -190,6 +202,7 @@ async fn run_shard(
             ),
             metrics: crate::metrics::ShardMetrics::new(),
             groups: crate::groups::coordinator::GroupsShard::default(),
+            producer_ids: crate::producer_ids::ProducerIds::new(producer_id_store),
         })
         .await
         .map_err(|e| e.to_string())?;

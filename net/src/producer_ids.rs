@@ -10,10 +10,13 @@
 //! [`ProducerIdStore`] lives on the control shard only; [`ShardProducerIds`] is each shard's
 //! current block. Both are owned by their shard.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use crate::broker::BrokerCtx;
+use crate::cluster::CONTROL_SHARD;
 use crate::topics::{write_atomically, TopicError};
 
 /// How many ids one block holds (Kafka's `ProducerIdsBlock` size).
@@ -36,6 +39,8 @@ pub enum ProducerIdError {
     Persist(#[from] TopicError),
     #[error("producer ids are exhausted")]
     Exhausted,
+    #[error("the control shard could not reserve a block: {0}")]
+    Control(String),
 }
 
 /// The durable counter of producer-id blocks. Control shard only.
@@ -101,6 +106,49 @@ impl ProducerIdStore {
         self.next_block_start = end;
         Ok(start..end)
     }
+}
+
+/// A shard's producer ids: its current block, and on the control shard the durable counter.
+#[derive(Debug, Default)]
+pub struct ProducerIds {
+    block: ShardProducerIds,
+    /// `Some` on the control shard only.
+    store: Option<RefCell<ProducerIdStore>>,
+}
+
+impl ProducerIds {
+    /// `store` is given to the control shard only.
+    pub fn new(store: Option<ProducerIdStore>) -> ProducerIds {
+        ProducerIds {
+            block: ShardProducerIds::default(),
+            store: store.map(RefCell::new),
+        }
+    }
+}
+
+/// A producer id no producer had before: the next of this shard's block, or of a new block
+/// the control shard reserves when the block is used up. Runs on any shard.
+pub async fn next_producer_id(ctx: &Rc<BrokerCtx>) -> Result<i64, ProducerIdError> {
+    let ids = &ctx.state().producer_ids;
+    if let Some(id) = ids.block.take() {
+        return Ok(id);
+    }
+    let block = ctx
+        .call(CONTROL_SHARD, |control| async move {
+            let Some(store) = &control.state().producer_ids.store else {
+                return Err("this shard holds no producer id counter".to_owned());
+            };
+            // A short blocking write on a rare path (once per thousand producers).
+            let reserved = store.borrow_mut().reserve_block();
+            reserved.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| ProducerIdError::Control(e.to_string()))?
+        .map_err(ProducerIdError::Control)?;
+    // Another request of this shard may have refilled meanwhile; its block is then given up
+    // (ids are only ever skipped, never reused).
+    ids.block.refill(block);
+    ids.block.take().ok_or(ProducerIdError::Exhausted)
 }
 
 /// A shard's current block of producer ids.

@@ -32,6 +32,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -98,6 +99,7 @@ handlers! {
     ListOffsets => list_offsets,
     OffsetForLeaderEpoch => offset_for_leader_epoch,
     DeleteRecords => delete_records,
+    InitProducerId => init_producer_id,
     FindCoordinator => find_coordinator,
     JoinGroup => join_group,
     SyncGroup => sync_group,
