@@ -58,6 +58,10 @@ struct WriterState {
     marks: VecDeque<(u64, Offset)>,
     /// One past the last offset whose bytes are written.
     written_offset: Offset,
+    /// File position where the batch ending just before `written_offset` ends: the last batch
+    /// boundary inside the written prefix. `written` itself may fall inside a batch, because
+    /// a large batch can span two writes.
+    written_boundary: u64,
     writes: u64,
 }
 
@@ -81,6 +85,7 @@ impl SegmentWriter {
                 failed: None,
                 marks: VecDeque::new(),
                 written_offset: next_offset,
+                written_boundary: end,
                 writes: 0,
             }),
             waiters: Waiters::default(),
@@ -194,10 +199,13 @@ impl SegmentWriter {
         self.st.borrow().written_offset
     }
 
-    /// The written end position and the offset it corresponds to, read together.
+    /// The last batch boundary inside the written prefix and the offset that starts there,
+    /// read together: what a recovery point may name. (The written prefix itself can end
+    /// inside a batch that spans two writes; a recovery point there would make recovery
+    /// start scanning mid-batch and keep a batch whose tail never reached the disk.)
     pub fn written_mark(&self) -> (u64, Offset) {
         let st = self.st.borrow();
-        (st.written, st.written_offset)
+        (st.written_boundary, st.written_offset)
     }
 
     /// The logical end position (appended bytes).
@@ -277,9 +285,12 @@ impl SegmentWriter {
                                 break;
                             }
                             st.written_offset = next;
+                            st.written_boundary = e;
                             st.marks.pop_front();
                         }
-                        self.seg.meta.borrow_mut().readable = target;
+                        // Readers see whole batches only: the written prefix may end inside
+                        // a batch that spans two writes.
+                        self.seg.meta.borrow_mut().readable = st.written_boundary;
                     }
                     Ok(n) => {
                         st.failed = Some(format!(
