@@ -6,16 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // test harness helpers: a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use bytes::Bytes;
-use sluice_net::config::{BrokerConfig, ConfigLayer};
+use common::{Broker, Client};
+
 use sluice_net::errors;
-use sluice_net::server::ListenerShared;
 use sluice_protocol::messages::alter_configs_request::{
     AlterConfigsRequest, AlterConfigsResource, AlterableConfig,
 };
@@ -33,100 +28,6 @@ use sluice_protocol::messages::describe_configs_request::{
 use sluice_protocol::messages::describe_log_dirs_request::DescribeLogDirsRequest;
 use sluice_protocol::messages::incremental_alter_configs_request as incremental;
 use sluice_protocol::{ApiKey, Request, Response};
-
-struct Broker {
-    addr: SocketAddr,
-    shared: Arc<ListenerShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = BrokerConfig::resolve(ConfigLayer {
-            data_dir: Some(dir.path().join("data")),
-            listen: Some(format!("127.0.0.1:{port}")),
-            // Tests run side by side; none of them scrapes metrics.
-            admin_listen: Some("off".into()),
-            shards: Some(2),
-            dev: Some(true),
-            ..ConfigLayer::default()
-        })
-        .unwrap();
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let addr = config.listen;
-        let shared = Arc::new(ListenerShared::default());
-        let run_shared = shared.clone();
-        let thread = std::thread::spawn(move || {
-            sluice_net::broker::run(config, run_shared).unwrap();
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker {
-            addr,
-            shared,
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn call(&mut self, version: i16, request: Request) -> Response {
-        self.correlation += 1;
-        let api = request.api_key();
-        let frame =
-            sluice_protocol::encode_request(self.correlation, version, Some("test"), &request)
-                .unwrap();
-        for chunk in &frame.chunks {
-            self.stream.write_all(chunk).unwrap();
-        }
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .unwrap_or_else(|e| panic!("{api:?} v{version}: no response ({e})"));
-        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body).unwrap();
-        let (header, response) = sluice_protocol::decode_response(api, version, Bytes::from(body))
-            .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
-        assert_eq!(header.correlation_id, self.correlation);
-        response
-    }
-}
 
 fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
     let (lo, hi) = sluice_net::handlers::served_range(key).unwrap();

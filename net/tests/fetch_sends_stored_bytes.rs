@@ -5,18 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // test harness helpers: a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+mod common;
+
+use common::{Broker, Client};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_engine::batch::testing::{make_batch, TestBatch};
-use sluice_net::config::{BrokerConfig, ConfigLayer};
+use sluice_net::config::ConfigLayer;
 use sluice_net::errors;
-use sluice_net::server::ListenerShared;
 use sluice_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
@@ -26,94 +24,7 @@ use sluice_protocol::messages::produce_request::{
 };
 use sluice_protocol::{Request, Response};
 
-struct Broker {
-    addr: SocketAddr,
-    shared: Arc<ListenerShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Broker {
-    fn start(data_dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = BrokerConfig::resolve(ConfigLayer {
-            data_dir: Some(data_dir.to_path_buf()),
-            listen: Some(format!("127.0.0.1:{port}")),
-            // Tests run side by side; none of them scrapes metrics.
-            admin_listen: Some("off".into()),
-            shards: Some(2),
-            dev: Some(true),
-            ..ConfigLayer::default()
-        })
-        .unwrap();
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let addr = config.listen;
-        let shared = Arc::new(ListenerShared::default());
-        let run_shared = shared.clone();
-        let thread = std::thread::spawn(move || {
-            sluice_net::broker::run(config, run_shared).unwrap();
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker {
-            addr,
-            shared,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn call(&mut self, version: i16, request: Request) -> Response {
-        self.correlation += 1;
-        let api = request.api_key();
-        let frame =
-            sluice_protocol::encode_request(self.correlation, version, Some("test"), &request)
-                .unwrap();
-        for chunk in &frame.chunks {
-            self.stream.write_all(chunk).unwrap();
-        }
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body).unwrap();
-        let (header, response) =
-            sluice_protocol::decode_response(api, version, Bytes::from(body)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation);
-        response
-    }
-
     /// Fetches partition 0 of `topic` from `offset`; returns the records bytes.
     fn fetch(&mut self, version: i16, topic: &str, offset: i64, max_bytes: i32) -> Vec<u8> {
         let request = FetchRequest {
@@ -192,7 +103,7 @@ fn fetched_batches_are_the_produced_bytes_hot_and_cold() {
     let mut expected = Vec::new();
     let mut next = 0i64;
     let hot = {
-        let broker = Broker::start(&data);
+        let broker = Broker::start_in(&data, ConfigLayer::default());
         let mut c = Client::connect(broker.addr);
         let create = CreateTopicsRequest {
             topics: vec![CreatableTopic {
@@ -253,7 +164,7 @@ fn fetched_batches_are_the_produced_bytes_hot_and_cold() {
     assert!(hot == expected, "hot fetch differs from what was produced");
 
     // After a restart the batch cache is empty: every fetch is served from the files.
-    let broker = Broker::start(&data);
+    let broker = Broker::start_in(&data, ConfigLayer::default());
     let mut c = Client::connect(broker.addr);
     for (version, max_bytes) in [(12, 8 << 20), (4, 1 << 20), (7, 100_000), (11, 1)] {
         let cold = c.fetch_all(version, topic, next, max_bytes);

@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // test harness helpers: a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+mod common;
+
+use common::{Broker, Client};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_net::config::{BrokerConfig, ConfigLayer};
+use sluice_net::config::ConfigLayer;
 use sluice_net::errors;
-use sluice_net::server::ListenerShared;
 use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use sluice_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
@@ -29,99 +28,17 @@ use sluice_protocol::messages::offset_fetch_request::{
 use sluice_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use sluice_protocol::{Request, Response};
 
-struct Broker {
-    addr: SocketAddr,
-    shared: Arc<ListenerShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = BrokerConfig::resolve(ConfigLayer {
-            data_dir: Some(dir.path().join("data")),
-            listen: Some(format!("127.0.0.1:{port}")),
-            // Tests run side by side; none of them scrapes metrics.
-            admin_listen: Some("off".into()),
-            shards: Some(2),
-            dev: Some(true),
-            offsets_topic_num_partitions: Some(8),
-            group_initial_rebalance_delay_ms: Some(0),
-            group_min_session_timeout_ms: Some(1000),
-            ..ConfigLayer::default()
-        })
-        .unwrap();
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let addr = config.listen;
-        let shared = Arc::new(ListenerShared::default());
-        let run_shared = shared.clone();
-        let thread = std::thread::spawn(move || {
-            sluice_net::broker::run(config, run_shared).unwrap();
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker {
-            addr,
-            shared,
-            thread: Some(thread),
-            _dir: dir,
-        }
+/// Small `__consumer_offsets`, no initial rebalance delay, short session timeouts allowed.
+fn group_settings() -> ConfigLayer {
+    ConfigLayer {
+        offsets_topic_num_partitions: Some(8),
+        group_initial_rebalance_delay_ms: Some(0),
+        group_min_session_timeout_ms: Some(1000),
+        ..ConfigLayer::default()
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn call(&mut self, version: i16, request: Request) -> Response {
-        self.correlation += 1;
-        let api = request.api_key();
-        let frame =
-            sluice_protocol::encode_request(self.correlation, version, Some("test"), &request)
-                .unwrap();
-        for chunk in &frame.chunks {
-            self.stream.write_all(chunk).unwrap();
-        }
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body).unwrap();
-        let (_, response) =
-            sluice_protocol::decode_response(api, version, Bytes::from(body)).unwrap();
-        response
-    }
-
     fn join(&mut self, group: &str, member: &str, session_ms: i32) -> (i16, String, i32) {
         let r = self.call(
             5,
@@ -220,7 +137,7 @@ impl Client {
 
 #[test]
 fn group_apis_answer_with_precise_error_codes() {
-    let broker = Broker::start();
+    let broker = Broker::start_with(group_settings());
     let mut c = Client::connect(broker.addr);
     let Response::CreateTopics(created) = c.call(
         5,
@@ -240,15 +157,28 @@ fn group_apis_answer_with_precise_error_codes() {
     assert_eq!(created.topics[0].error_code, errors::NONE);
 
     // FindCoordinator: this broker for groups; transaction coordinators do not exist yet.
-    let Response::FindCoordinator(found) = c.call(
-        4,
-        Request::FindCoordinator(FindCoordinatorRequest {
-            key_type: 0,
-            coordinator_keys: vec!["g".into(), "h".into()],
-            ..FindCoordinatorRequest::default()
-        }),
-    ) else {
-        panic!()
+    // Right after start-up the shards may still be loading their groups (retriable errors,
+    // as clients treat them).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let found = loop {
+        let Response::FindCoordinator(found) = c.call(
+            4,
+            Request::FindCoordinator(FindCoordinatorRequest {
+                key_type: 0,
+                coordinator_keys: vec!["g".into(), "h".into()],
+                ..FindCoordinatorRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        let loading = found.coordinators.iter().any(|k| {
+            k.error_code == errors::COORDINATOR_LOAD_IN_PROGRESS
+                || k.error_code == errors::COORDINATOR_NOT_AVAILABLE
+        });
+        if !loading || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(found
         .coordinators
@@ -398,7 +328,7 @@ fn group_apis_answer_at_every_advertised_version() {
     use sluice_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
     use sluice_protocol::ApiKey;
 
-    let broker = Broker::start();
+    let broker = Broker::start_with(group_settings());
     let mut c = Client::connect(broker.addr);
     let Response::CreateTopics(_) = c.call(
         5,
