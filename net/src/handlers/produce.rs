@@ -416,8 +416,17 @@ fn place_append(
                 }
             }
             Err(e) => {
-                if e.kafka_code() == errors::KAFKA_STORAGE_ERROR {
-                    tracing::error!(%tp, error = %e, "append failed");
+                // A poisoned partition refuses every append, and the engine logged the cause
+                // once when it poisoned it; one line per refused request would flood the log
+                // (a full disk refuses thousands per second).
+                match &e {
+                    sluice_engine::error::Error::Poisoned { .. } => {
+                        tracing::debug!(%tp, error = %e, "append refused")
+                    }
+                    _ if e.kafka_code() == errors::KAFKA_STORAGE_ERROR => {
+                        tracing::error!(%tp, error = %e, "append failed")
+                    }
+                    _ => {}
                 }
                 // Part of a batch may have been appended before a storage failure was seen;
                 // waking fetches is harmless either way.
