@@ -264,3 +264,35 @@ def test_an_out_of_range_fetch_is_counted_under_its_kafka_error_code(broker):
         "sluice_request_errors_total", **out_of_range
     ) >= 1
     assert after.value("sluice_partition_fetched_records_total", topic="ranged", partition="0") == 0
+
+
+def test_group_lag_reports_committed_offsets_high_watermarks_and_record_times(broker):
+    create_topic(broker, "lagging", partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    base_ts = 1_700_000_000_000
+    for p in range(2):
+        for i in range(10):
+            producer.produce("lagging", value=f"{p}-{i}".encode(), partition=p,
+                             timestamp=base_ts + p * 100_000 + i * 1000)
+    assert producer.flush(TIMEOUT_S) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lag-g",
+                         "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("lagging", 0, 4), TopicPartition("lagging", 1, 10)],
+                    asynchronous=False)
+    consumer.close()
+
+    status, headers, body = http(f"{broker.admin_url}/v1/groups/lag-g/lag")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/json")
+    report = json.loads(body)
+    assert report["group"] == "lag-g"
+    rows = {r["partition"]: r for r in report["partitions"]}
+    assert {p: (r["committed_offset"], r["high_watermark"], r["lag"]) for p, r in rows.items()} \
+        == {0: (4, 10, 6), 1: (10, 10, 0)}
+    # The record the group reads next on partition 0 is record 4; partition 1 is caught up.
+    assert rows[0]["committed_record_timestamp_ms"] == base_ts + 4000
+    assert rows[1]["committed_record_timestamp_ms"] is None
+    assert all(r["topic"] == "lagging" for r in rows.values())
+
+    status, _, _ = http(f"{broker.admin_url}/v1/groups/nobody/lag")
+    assert status == 404

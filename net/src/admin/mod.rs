@@ -167,7 +167,9 @@ async fn respond(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let path = request.uri().path();
-    let known = matches!(path, "/metrics" | "/v1/status/ready" | "/v1/status/live");
+    let lag_group = group_lag_path(path);
+    let known =
+        matches!(path, "/metrics" | "/v1/status/ready" | "/v1/status/live") || lag_group.is_some();
     let response = if !known {
         text(StatusCode::NOT_FOUND, "not found\n")
     } else if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -176,9 +178,10 @@ async fn respond(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         r
     } else {
-        match path {
-            "/metrics" => metrics(ctx).await,
-            "/v1/status/ready" => ready(ctx, status).await,
+        match (path, lag_group) {
+            (_, Some(group)) => group_lag(ctx, &group).await,
+            ("/metrics", _) => metrics(ctx).await,
+            ("/v1/status/ready", _) => ready(ctx, status).await,
             _ => json(StatusCode::OK, "live"),
         }
     };
@@ -228,6 +231,70 @@ async fn ready(ctx: &Rc<BrokerCtx>, status: &BrokerStatus) -> Response<Full<Byte
     }
 }
 
+/// The group of a `/v1/groups/{group}/lag` path (percent-decoded), if it is one.
+fn group_lag_path(path: &str) -> Option<String> {
+    let group = path.strip_prefix("/v1/groups/")?.strip_suffix("/lag")?;
+    let decoded = percent_decode(group)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A group's committed offsets with the high watermark, the lag and the timestamp of the
+/// record at the committed offset per partition, as JSON (for lag evaluation and consoles).
+/// 404 for a group without committed offsets; 503 while its coordinator is loading.
+async fn group_lag(ctx: &Rc<BrokerCtx>, group: &str) -> Response<Full<Bytes>> {
+    let partitions = match crate::groups::group_lag(ctx, group).await {
+        Ok(p) if p.is_empty() => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "the group has no committed offsets\n",
+            )
+        }
+        Ok(p) => p,
+        Err(code) => {
+            let msg = format!("the group's coordinator answered error code {code}\n");
+            return text(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        }
+    };
+    let rows: Vec<serde_json::Value> = partitions
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "topic": p.tp.topic.as_ref(),
+                "partition": p.tp.partition,
+                "committed_offset": p.committed.offset,
+                "metadata": p.committed.metadata,
+                "commit_timestamp_ms": p.committed.commit_timestamp_ms,
+                "high_watermark": p.high_watermark,
+                "lag": p.high_watermark.map(|hw| (hw - p.committed.offset).max(0)),
+                "committed_record_timestamp_ms": p.committed_record_timestamp_ms,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "group": group, "partitions": rows });
+    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 fn text(code: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *r.status_mut() = code;
@@ -246,4 +313,25 @@ fn json(code: StatusCode, status: &'static str) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_lag_paths_name_a_percent_decoded_group() {
+        assert_eq!(
+            group_lag_path("/v1/groups/billing/lag").as_deref(),
+            Some("billing")
+        );
+        assert_eq!(
+            group_lag_path("/v1/groups/a%2Fb%20c/lag").as_deref(),
+            Some("a/b c")
+        );
+        assert_eq!(group_lag_path("/v1/groups//lag"), None);
+        assert_eq!(group_lag_path("/v1/groups/x%zz/lag"), None);
+        assert_eq!(group_lag_path("/v1/groups/x"), None);
+        assert_eq!(group_lag_path("/metrics"), None);
+    }
 }

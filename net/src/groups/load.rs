@@ -21,7 +21,7 @@ use crate::groups::state::{CommittedOffset, Group, Member};
 /// Bytes read from `__consumer_offsets` per step while loading.
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// Decompressed size cap for a batch read back while loading.
-const LOAD_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+pub(crate) const LOAD_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
 /// Reads one `__consumer_offsets` partition from its start and rebuilds its groups.
 ///

@@ -168,6 +168,75 @@ pub async fn committed_offsets(
         .collect())
 }
 
+/// One partition of a group as lag evaluation sees it: where the group is, where the log
+/// ends, and when the record the group will read next was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub tp: TopicPartition,
+    pub committed: CommittedOffsetInfo,
+    /// The partition's high watermark, or `None` when the partition is unknown or offline.
+    pub high_watermark: Option<i64>,
+    /// The timestamp of the record at the committed offset (the next one the group reads);
+    /// `None` when the group is caught up, or that record is gone (retention) or unreadable.
+    pub committed_record_timestamp_ms: Option<i64>,
+}
+
+/// The committed offsets of `group_id` with, per partition, the high watermark and the
+/// timestamp of the record at the committed offset: what consumer-lag evaluation needs. One
+/// mesh round trip to the coordinator, then one per partition to its home shard (a read of
+/// one batch, from the batch cache when the group is near the end).
+///
+/// Runs on the calling shard.
+pub async fn group_lag(ctx: &Rc<BrokerCtx>, group_id: &str) -> Result<Vec<PartitionLag>, i16> {
+    let committed = committed_offsets(ctx, group_id).await?;
+    let mut out = Vec::with_capacity(committed.len());
+    for c in committed {
+        let offset = c.offset;
+        let position = cluster::with_partition(ctx, c.tp.clone(), move |p| async move {
+            let hw = p.high_watermark().0;
+            let ts = if offset < hw && offset >= p.log_start_offset().0 {
+                record_timestamp(&p, offset).await
+            } else {
+                None
+            };
+            (hw, ts)
+        })
+        .await
+        .ok();
+        out.push(PartitionLag {
+            tp: c.tp.clone(),
+            high_watermark: position.map(|(hw, _)| hw),
+            committed_record_timestamp_ms: position.and_then(|(_, ts)| ts),
+            committed: c,
+        });
+    }
+    Ok(out)
+}
+
+/// The timestamp of the record at `offset` (LogAppendTime batches carry it as their max
+/// timestamp), read from the one batch that holds it.
+async fn record_timestamp(p: &sluice_engine::partition::Partition, offset: i64) -> Option<i64> {
+    let read = p.read(sluice_engine::types::Offset(offset), 1).await.ok()?;
+    let bytes = read.to_vec();
+    let (_, view) = sluice_engine::batch::BatchIter::new(&bytes).next()?.ok()?;
+    if view.timestamp_type() == sluice_engine::batch::TimestampType::LogAppendTime {
+        return Some(view.max_timestamp());
+    }
+    let records = sluice_engine::records::decode_records(
+        view.attributes(),
+        view.records(),
+        view.record_count(),
+        load::LOAD_DECOMPRESSED_BYTES_MAX,
+    )
+    .ok()?;
+    let base = view.base_offset().0;
+    records
+        .iter()
+        .filter_map(Result::ok)
+        .find(|r| base + i64::from(r.offset_delta) >= offset)
+        .and_then(|r| r.timestamp(view.base_timestamp()))
+}
+
 /// Deletes every group's committed offsets of `topic` (just deleted), on every coordinator
 /// shard, with tombstones.
 ///
