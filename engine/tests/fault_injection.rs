@@ -173,9 +173,9 @@ fn read_errors_are_reported_without_poisoning() {
 
 /// A batch larger than one device write is written in two; when the second write fails (a
 /// full disk), only whole batches may survive recovery, and later appends must be readable.
-/// (The recovery point, recorded by fdatasync rounds, must name a batch boundary even while
-/// the written bytes end inside such a batch; this test's interleaving does not always put a
-/// round there, so that rule was also checked by filling a real file system: see the commit.)
+/// (That an fdatasync round running while the written bytes end inside such a batch still
+/// records a batch boundary is checked deterministically by
+/// `the_written_mark_never_falls_inside_a_batch`, since this interleaving varies.)
 #[test]
 fn a_batch_half_written_when_a_write_fails_is_removed_by_recovery() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,4 +221,60 @@ fn a_batch_half_written_when_a_write_fails_is_removed_by_recovery() {
         assert_eq!(bases, (0..=end).collect::<Vec<i64>>());
         p.close().await.unwrap();
     });
+}
+
+/// The writer's mark (what fdatasync rounds record as the recovery point, and how far readers
+/// may read) always names a batch boundary, even when a failed write leaves the written bytes
+/// ending inside a batch that spans several writes. Whichever of the writes fails, the mark is
+/// the end of the last whole batch.
+#[test]
+fn the_written_mark_never_falls_inside_a_batch() {
+    use std::cell::Cell;
+
+    use sluice_engine::segment::Segment;
+    use sluice_engine::segment_writer::SegmentWriter;
+
+    let small = Rc::new(vec![7u8; 1000]);
+    let big = Rc::new(vec![9u8; 3 << 20]);
+    // Fail the first write, then the second, ... until the writes of both batches all pass.
+    let mut failing_writes = 0;
+    loop {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let fired = Rc::new(Cell::new(false));
+        let (small, big, fired_in) = (small.clone(), big.clone(), fired.clone());
+        run(dir.path(), move || async move {
+            let (ctx, plan) = faulty_ctx();
+            let seg = Rc::new(
+                Segment::open(&root, Offset(0), &ctx.io, true)
+                    .await
+                    .unwrap(),
+            );
+            let writer = SegmentWriter::new(seg.clone(), 0, Vec::new(), Offset(0));
+            plan.writes_before_fault.set(failing_writes);
+            plan.write_fault.set(Some(WriteFault::Eio));
+            writer.append(&[&small], Offset(1));
+            writer.append(&[&big], Offset(2));
+            let failed = writer.drain().await.is_err();
+            fired_in.set(failed);
+            let (pos, next) = writer.written_mark();
+            let boundary = match next.0 {
+                0 => 0,
+                1 => small.len() as u64,
+                2 if !failed => (small.len() + big.len()) as u64,
+                other => panic!("offset {other} is not written when a write failed"),
+            };
+            assert_eq!(
+                pos, boundary,
+                "mark inside a batch (write {failing_writes} failed)"
+            );
+            assert_eq!(seg.readable(), boundary, "readers may read a partial batch");
+        });
+        if !fired.get() {
+            break;
+        }
+        failing_writes += 1;
+    }
+    // The big batch spans more than one write, so some failure fell inside it.
+    assert!(failing_writes >= 2, "only {failing_writes} writes");
 }
