@@ -299,8 +299,29 @@ impl Client {
             else {
                 return Err(missing(&context(), "an OffsetFetch body"));
             };
-            // v8+ nests the same per-partition fields under groups; flatten both shapes to
-            // (topic, partition, offset, leader epoch, metadata, error) first.
+            // v8+ nests the same per-partition fields under groups, in types of their own;
+            // flatten both shapes to (topic, partition, offset, leader epoch, metadata, error).
+            macro_rules! flatten {
+                ($topics:expr) => {
+                    $topics
+                        .into_iter()
+                        .flat_map(|t| {
+                            t.partitions.into_iter().map(move |p| {
+                                let (index, offset) = (p.partition_index, p.committed_offset);
+                                let epoch = p.committed_leader_epoch;
+                                (
+                                    t.name.clone(),
+                                    index,
+                                    offset,
+                                    epoch,
+                                    p.metadata,
+                                    p.error_code,
+                                )
+                            })
+                        })
+                        .collect()
+                };
+            }
             let rows: Vec<(String, i32, i64, i32, Option<String>, i16)> =
                 if version >= OFFSET_FETCH_BATCHED_MIN_VERSION {
                     let found = r
@@ -309,43 +330,10 @@ impl Client {
                         .find(|g| g.group_id == group)
                         .ok_or_else(|| missing(&context(), "the group's result"))?;
                     check(found.error_code, None, context)?;
-                    found
-                        .topics
-                        .into_iter()
-                        .flat_map(|t| {
-                            t.partitions.into_iter().map(move |p| {
-                                let (index, offset) = (p.partition_index, p.committed_offset);
-                                let epoch = p.committed_leader_epoch;
-                                (
-                                    t.name.clone(),
-                                    index,
-                                    offset,
-                                    epoch,
-                                    p.metadata,
-                                    p.error_code,
-                                )
-                            })
-                        })
-                        .collect()
+                    flatten!(found.topics)
                 } else {
                     check(r.error_code, None, context)?;
-                    r.topics
-                        .into_iter()
-                        .flat_map(|t| {
-                            t.partitions.into_iter().map(move |p| {
-                                let (index, offset) = (p.partition_index, p.committed_offset);
-                                let epoch = p.committed_leader_epoch;
-                                (
-                                    t.name.clone(),
-                                    index,
-                                    offset,
-                                    epoch,
-                                    p.metadata,
-                                    p.error_code,
-                                )
-                            })
-                        })
-                        .collect()
+                    flatten!(r.topics)
                 };
             let mut out = Vec::with_capacity(rows.len());
             for (topic, partition, offset, leader_epoch, metadata, error_code) in rows {

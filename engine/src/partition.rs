@@ -582,18 +582,7 @@ impl Partition {
     /// Runs on the home shard.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult> {
         let inner = &self.inner;
-        let (log_start, hw) = {
-            let st = inner.st.borrow();
-            (st.log_start, st.writer.written_offset())
-        };
-        if offset < log_start || offset > hw {
-            return Err(Error::OffsetOutOfRange {
-                tp: inner.tp.clone(),
-                offset,
-                log_start,
-                log_end: hw,
-            });
-        }
+        let (log_start, hw) = inner.readable_range(offset)?;
         let mut out = ReadResult {
             high_watermark: hw,
             log_start_offset: log_start,
@@ -643,18 +632,7 @@ impl Partition {
     /// is below the returned high watermark. Runs on the home shard.
     pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead> {
         let inner = &self.inner;
-        let (log_start, hw) = {
-            let st = inner.st.borrow();
-            (st.log_start, st.writer.written_offset())
-        };
-        if offset < log_start || offset > hw {
-            return Err(Error::OffsetOutOfRange {
-                tp: inner.tp.clone(),
-                offset,
-                log_start,
-                log_end: hw,
-            });
-        }
+        let (log_start, hw) = inner.readable_range(offset)?;
         let mut out = SendRead {
             high_watermark: hw,
             log_start_offset: log_start,
@@ -1216,6 +1194,22 @@ impl Inner {
             })
             .detach();
         }
+    }
+
+    /// The log start offset and high watermark, when a read may start at `offset`
+    /// (`[log_start, high_watermark]`); OFFSET_OUT_OF_RANGE otherwise.
+    fn readable_range(&self, offset: Offset) -> Result<(Offset, Offset)> {
+        let st = self.st.borrow();
+        let (log_start, hw) = (st.log_start, st.writer.written_offset());
+        if offset < log_start || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                tp: self.tp.clone(),
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
+        Ok((log_start, hw))
     }
 
     /// Checks `log_start <= durable <= high_watermark <= log_end`, naming all values.

@@ -150,62 +150,31 @@ pub fn limits(ctx: &BrokerCtx) -> GroupLimits {
     }
 }
 
-/// A JoinGroup as the handler received it.
-pub struct JoinCall {
-    pub group_id: String,
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    pub version: i16,
-}
-
 /// Handles a JoinGroup; waits for the rebalance when the member must.
 ///
 /// Runs on the coordinator shard.
-pub async fn join(ctx: &Rc<BrokerCtx>, call: JoinCall) -> JoinReply {
+pub async fn join(ctx: &Rc<BrokerCtx>, group_id: String, mut req: JoinRequest) -> JoinReply {
     let shard = &ctx.state().groups;
     let now = now_ms();
     let limits = limits(ctx);
-    let req = JoinRequest {
-        new_member_id: shard.new_member_id(ctx.id().0, &call.client_id),
-        member_id: call.member_id.clone(),
-        instance_id: call.instance_id,
-        client_id: call.client_id,
-        client_host: call.client_host,
-        session_timeout_ms: call.session_timeout_ms,
-        // v0 has no rebalance timeout: the session timeout serves as both, as in Kafka.
-        rebalance_timeout_ms: if call.rebalance_timeout_ms < 0 {
-            call.session_timeout_ms
-        } else {
-            call.rebalance_timeout_ms
-        },
-        protocol_type: call.protocol_type,
-        protocols: call.protocols,
-        require_known_member_id: call.version >= 4,
-        supports_skip_assignment: call.version >= 9,
-    };
+    req.new_member_id = shard.new_member_id(ctx.id().0, &req.client_id);
     let (outcome, fx) = {
         let mut groups = shard.groups.borrow_mut();
-        if !groups.contains_key(&call.group_id) {
-            if !call.member_id.is_empty() {
+        if !groups.contains_key(&group_id) {
+            if !req.member_id.is_empty() {
                 return JoinReply {
                     error: errors::UNKNOWN_MEMBER_ID,
                     generation: -1,
-                    member_id: call.member_id,
+                    member_id: req.member_id,
                     ..JoinReply::default()
                 };
             }
             groups.insert(
-                call.group_id.clone(),
-                Group::new(&call.group_id, limits.initial_rebalance_delay_ms, now),
+                group_id.clone(),
+                Group::new(&group_id, limits.initial_rebalance_delay_ms, now),
             );
         }
-        let Some(group) = groups.get_mut(&call.group_id) else {
+        let Some(group) = groups.get_mut(&group_id) else {
             return JoinReply {
                 error: errors::COORDINATOR_NOT_AVAILABLE,
                 ..JoinReply::default()
@@ -219,13 +188,13 @@ pub async fn join(ctx: &Rc<BrokerCtx>, call: JoinCall) -> JoinReply {
             && group.offsets.is_empty()
             && group.generation == 0
         {
-            groups.remove(&call.group_id);
+            groups.remove(&group_id);
         }
         (outcome, fx)
     };
     let waiter = match outcome {
         JoinOutcome::Reply(reply) => {
-            finish(ctx, &call.group_id, fx).await;
+            finish(ctx, &group_id, fx).await;
             return reply;
         }
         JoinOutcome::Wait(member_id) => {
@@ -233,11 +202,11 @@ pub async fn join(ctx: &Rc<BrokerCtx>, call: JoinCall) -> JoinReply {
             shard
                 .join_waiters
                 .borrow_mut()
-                .insert((call.group_id.clone(), member_id.clone()), tx);
+                .insert((group_id.clone(), member_id.clone()), tx);
             (rx, member_id)
         }
     };
-    finish(ctx, &call.group_id, fx).await;
+    finish(ctx, &group_id, fx).await;
     let (rx, member_id) = waiter;
     match rx.recv().await {
         Some(reply) => reply,

@@ -15,7 +15,8 @@ use sluice_protocol::messages::request_header::RequestHeader;
 
 use crate::broker::BrokerCtx;
 use crate::errors;
-use crate::groups::coordinator::{self, JoinCall};
+use crate::groups::coordinator;
+use crate::groups::state::JoinRequest;
 use crate::groups::{self, state::JoinReply};
 
 /// Versions served.
@@ -45,24 +46,32 @@ pub async fn handle_from(
         error_reply(errors::INVALID_GROUP_ID, &request.member_id)
     } else {
         let member_id = request.member_id.clone();
-        let call = JoinCall {
-            group_id: request.group_id.clone(),
+        let group_id = request.group_id.clone();
+        let req = JoinRequest {
             member_id: request.member_id,
             instance_id: request.group_instance_id,
             client_id: header.client_id.clone().unwrap_or_default(),
             client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
             session_timeout_ms: request.session_timeout_ms,
-            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            // v0 has no rebalance timeout: the session timeout serves as both, as in Kafka.
+            rebalance_timeout_ms: if request.rebalance_timeout_ms < 0 {
+                request.session_timeout_ms
+            } else {
+                request.rebalance_timeout_ms
+            },
             protocol_type: request.protocol_type,
             protocols: request
                 .protocols
                 .into_iter()
                 .map(|p| (p.name, p.metadata))
                 .collect(),
-            version,
+            require_known_member_id: version >= 4,
+            supports_skip_assignment: version >= 9,
+            // Made on the coordinator shard, which numbers its members.
+            new_member_id: String::new(),
         };
         groups::on_coordinator(ctx, &request.group_id, move |home, _| async move {
-            coordinator::join(&home, call).await
+            coordinator::join(&home, group_id, req).await
         })
         .await
         .unwrap_or_else(|code| error_reply(code, &member_id))
