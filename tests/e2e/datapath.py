@@ -108,7 +108,8 @@ def ck_records(messages):
 
 
 def kp_produce(broker, topic, records, **config):
-    # Idempotence needs InitProducerId, which this broker does not serve yet.
+    # Plain (non-idempotent) produce unless a test asks otherwise: these helpers check the
+    # data path itself; tests/e2e/test_idempotence.py covers idempotent producers.
     conf = {
         "bootstrap_servers": broker.bootstrap,
         "linger_ms": 5,

@@ -113,3 +113,31 @@ def test_kafka_python_idempotent_retries_after_timeouts_are_stored_once(broker):
         f.get(timeout=30)
     producer.close(10)
     check_exactly_once_in_order(broker, "kp-exactly", sent)
+
+
+def test_kafka_python_idempotent_producer_survives_kill9_without_duplicates(broker):
+    create_topic(broker, "kp-kill", partitions=PARTITIONS)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True,
+                             acks="all", linger_ms=2, request_timeout_ms=2000,
+                             retry_backoff_ms=50, reconnect_backoff_ms=50,
+                             reconnect_backoff_max_ms=500, delivery_timeout_ms=90000)
+    sent = {p: [] for p in range(PARTITIONS)}
+    futures = []
+    for i in range(4000):
+        p = i % PARTITIONS
+        value = f"{p}-{len(sent[p])}"
+        sent[p].append(value)
+        futures.append(producer.send("kp-kill", value=value.encode(), partition=p))
+        if i == 2000:
+            # Let some of the first half be acknowledged, then crash the broker with batches
+            # in flight: they are retried against the restarted broker, which must recognise
+            # those it already stored from its recovered producer state.
+            time.sleep(0.05)
+            broker.kill9()
+            time.sleep(0.3)
+            broker.start()
+    producer.flush(90)
+    for f in futures:
+        f.get(timeout=30)
+    producer.close(10)
+    check_exactly_once_in_order(broker, "kp-kill", sent)
