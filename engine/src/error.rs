@@ -50,6 +50,8 @@ pub enum InvalidRecord {
     /// A batch of an idempotent or transactional producer shares the request with other
     /// batches for the partition (Kafka allows exactly one batch per partition then).
     ProducerBatchNotAlone,
+    /// A producer sent a control batch; only the broker writes transaction markers.
+    ControlBatchFromClient,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@ pub mod retention;
 pub mod segment;
 pub mod segment_reader;
 pub mod segment_writer;
+pub mod txn_index;
 pub mod types;
 
 // Records inside batches, compression codecs, and building batches.

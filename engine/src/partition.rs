@@ -43,6 +43,7 @@ use crate::recovery::{check_closed_segment, recover_last_segment, RecoveryPoint,
 use crate::segment::{parse_log_file_name, Segment};
 use crate::segment_reader::{batch_ends, locate, read_batches, Located, ScanItem, Scanner};
 use crate::segment_writer::SegmentWriter;
+use crate::txn_index::{AbortedTxn, AbortedTxnEntry, TxnIndex};
 use crate::types::{FilePos, Offset, TopicPartition};
 
 /// Name of the per-partition file holding the log start offset.
@@ -170,6 +171,9 @@ pub struct SendRead {
     pub log_start_offset: Offset,
     /// Whether the data came from the batch cache.
     pub from_cache: bool,
+    /// An offset at or past the end of the returned batches and not past the read's bound:
+    /// the upper end of the range whose aborted transactions a `read_committed` fetch lists.
+    pub upper_bound: Offset,
 }
 
 impl SendRead {
@@ -220,6 +224,17 @@ struct State {
     report: OpenReport,
     /// Idempotent and transactional producers' state (sequence checks, open transactions).
     producers: ProducerStateTable,
+    /// The aborted transactions, per segment.
+    txns: TxnIndex,
+}
+
+/// A transaction marker being appended (see [`Partition::append_marker`]).
+#[derive(Debug, Clone, Copy)]
+struct Marker {
+    producer_id: i64,
+    epoch: i16,
+    committed: bool,
+    coordinator_epoch: i32,
 }
 
 impl Partition {
@@ -296,7 +311,12 @@ impl Partition {
         if last.size() > 0 {
             last.meta.borrow_mut().first_append_ms = Some(now_ms());
         }
-        let producers = rebuild_producer_state(&dir, &segments, next_offset).await?;
+        let (producers, replayed_from, aborted) =
+            rebuild_producer_state(&dir, &segments, next_offset).await?;
+        let mut txns = TxnIndex::load(&dir, segments.keys().copied())
+            .map_err(|e| Error::io("read aborted-transaction index", &dir, e))?;
+        txns.rebuild_from(replayed_from, aborted)
+            .map_err(|e| Error::io("rebuild aborted-transaction index", &dir, e))?;
         let writer = SegmentWriter::new(last.clone(), end, tail_bytes, next_offset);
         let cache_id = ctx.cache.register();
         let report = OpenReport {
@@ -323,6 +343,7 @@ impl Partition {
                 leader_epoch: 0,
                 report,
                 producers,
+                txns,
             }),
         });
         Ok(Partition { inner })
@@ -358,6 +379,28 @@ impl Partition {
     /// One past the last offset written to the device (see the module doc for why).
     pub fn high_watermark(&self) -> Offset {
         self.inner.st.borrow().writer.written_offset()
+    }
+    /// The last stable offset (LSO): what `read_committed` consumers may read up to. The first
+    /// offset of the oldest open transaction, or the high watermark when that is lower or no
+    /// transaction is open.
+    pub fn last_stable_offset(&self) -> Offset {
+        let st = self.inner.st.borrow();
+        let hw = st.writer.written_offset();
+        // A transaction whose start was deleted (DeleteRecords) cannot hold the LSO below the
+        // log start.
+        st.producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.max(st.log_start).min(hw))
+    }
+    /// Every aborted transaction that overlaps `[from, upto)` (a `read_committed` fetch of
+    /// that range lists them so its client drops their records). Runs on the home shard.
+    pub fn aborted_transactions(&self, from: Offset, upto: Offset) -> Result<Vec<AbortedTxn>> {
+        Ok(self.inner.st.borrow().txns.collect(from, upto))
+    }
+    /// The state of every producer known here (DescribeProducers). Runs on the home shard.
+    pub fn producer_states(&self) -> Vec<(i64, producer_state::ProducerEntry)> {
+        let st = self.inner.st.borrow();
+        st.producers.iter().map(|(id, e)| (id, e.clone())).collect()
     }
     /// One past the last offset covered by a completed fdatasync.
     pub fn durable_offset(&self) -> Offset {
@@ -404,7 +447,50 @@ impl Partition {
     ) -> impl Future<Output = Result<AppendInfo>> + 'static {
         let ticket = self.inner.order.ticket();
         let me = self.clone();
-        async move { me.append_in_turn(ticket, records, durability).await }
+        async move { me.append_in_turn(ticket, records, durability, None).await }
+    }
+
+    /// Appends a transaction marker (a control batch: commit or abort) for `producer_id`,
+    /// ending its transaction on this partition, and resolves to the marker's offset once it
+    /// is durable (fdatasync'd): the transaction coordinator completes the transaction only
+    /// after every marker is. Takes its place in the append order at this call, like
+    /// [`Partition::append`]. Refused with INVALID_PRODUCER_EPOCH for an epoch older than the
+    /// producer's here, and TRANSACTION_COORDINATOR_FENCED for a coordinator epoch older than
+    /// the one of the producer's last marker. An abort is added to the aborted-transaction
+    /// index; the last stable offset moves past the transaction. Runs on the home shard.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        committed: bool,
+        coordinator_epoch: i32,
+    ) -> impl Future<Output = Result<Offset>> + 'static {
+        let ticket = self.inner.order.ticket();
+        let me = self.clone();
+        let marker = Marker {
+            producer_id,
+            epoch: producer_epoch,
+            committed,
+            coordinator_epoch,
+        };
+        async move {
+            let batch = crate::builder::control_marker_batch(
+                committed,
+                coordinator_epoch,
+                producer_id,
+                producer_epoch,
+                now_ms(),
+            )
+            .map_err(|e| Error::InvalidConfig {
+                name: "transaction marker",
+                value: format!("producer {producer_id}"),
+                reason: e.to_string(),
+            })?;
+            let info = me
+                .append_in_turn(ticket, batch, Durability::Synced, Some(marker))
+                .await?;
+            Ok(info.base_offset)
+        }
     }
 
     async fn append_in_turn(
@@ -412,13 +498,28 @@ impl Partition {
         ticket: Ticket,
         records: Bytes,
         durability: Durability,
+        marker: Option<Marker>,
     ) -> Result<AppendInfo> {
         let inner = &self.inner;
         let cfg = inner.config.borrow().clone();
         inner.writable()?;
         validate_records(&records, &cfg)?;
+        if marker.is_none() {
+            refuse_control_batches(&records)?;
+        }
         let turn = ticket.turn().await;
         inner.writable()?;
+        if let Some(m) = &marker {
+            inner
+                .st
+                .borrow()
+                .producers
+                .check_marker(m.producer_id, m.epoch, m.coordinator_epoch)
+                .map_err(|source| Error::Producer {
+                    tp: inner.tp.clone(),
+                    source,
+                })?;
+        }
         // Producer checks happen in the append's turn, so they see every earlier append.
         let producer = producer_batch(&records)?;
         if let Some(batch) = &producer {
@@ -504,6 +605,25 @@ impl Partition {
             if let Some(batch) = &producer {
                 st.producers
                     .record(batch, base, Offset(next.0 - 1), max_timestamp, now);
+            }
+            if let Some(m) = &marker {
+                let done = st.producers.record_marker(
+                    m.producer_id,
+                    m.epoch,
+                    m.committed,
+                    m.coordinator_epoch,
+                    base,
+                    now,
+                );
+                if !m.committed {
+                    let entry = aborted_entry(&st.producers, &done);
+                    if let Err(e) = st.txns.append(seg.base(), entry) {
+                        // The marker is in the log but its index entry is not: only a restart
+                        // (which rebuilds the index) can set that right.
+                        drop(st);
+                        return Err(inner.poison("write aborted-transaction index", e.to_string()));
+                    }
+                }
             }
             st.next_offset = next;
             st.unflushed_records += next.0 - base.0;
@@ -631,18 +751,40 @@ impl Partition {
     /// from the sparse index and batch headers, never by reading the data. Everything returned
     /// is below the returned high watermark. Runs on the home shard.
     pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead> {
+        self.read_for_send_below(offset, max_bytes, Offset(i64::MAX))
+            .await
+    }
+
+    /// [`Partition::read_for_send`] returning only batches below `bound` (a `read_committed`
+    /// fetch passes the last stable offset, which is always a batch boundary). A read at or past
+    /// the bound but within the high watermark returns nothing. Runs on the home shard.
+    pub async fn read_for_send_below(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        bound: Offset,
+    ) -> Result<SendRead> {
         let inner = &self.inner;
         let (log_start, hw) = inner.readable_range(offset)?;
+        let bound = bound.min(hw);
         let mut out = SendRead {
             high_watermark: hw,
             log_start_offset: log_start,
+            upper_bound: bound,
             ..SendRead::default()
         };
-        if offset == hw {
+        if offset >= bound {
             return Ok(out);
         }
-        if let Some(run) = inner.ctx.cache.read(inner.cache_id, offset, max_bytes, hw) {
+        if let Some(run) = inner
+            .ctx
+            .cache
+            .read(inner.cache_id, offset, max_bytes, bound)
+        {
             let mut end = 0u64;
+            if let Some(last) = run.last() {
+                out.upper_bound = last.next_offset;
+            }
             for b in run {
                 end += b.len() as u64;
                 out.batch_ends.push(end);
@@ -652,10 +794,22 @@ impl Partition {
             out.from_cache = true;
             return Ok(out);
         }
-        let (seg, readable, found) = inner.locate_offset(offset).await?;
+        let (seg, mut readable, found) = inner.locate_offset(offset).await?;
         let Some(loc) = found else {
             return Ok(out);
         };
+        if bound < seg.next_offset() {
+            // The bound is inside this segment: read only up to the batch that starts there.
+            if loc.header.base_offset >= bound {
+                return Ok(out);
+            }
+            let at = locate(&seg, loc.pos, bound, readable, inner.locate_chunk_bytes()).await?;
+            if let Some(stop) = at {
+                readable = readable.min(stop.pos.0);
+            }
+        } else {
+            out.upper_bound = seg.next_offset();
+        }
         let file = match seg.send_file() {
             Ok(f) => f,
             // Retention deleted the segment while the read was locating the batch: the offset
@@ -702,12 +856,23 @@ impl Partition {
     /// batch granularity: the base offset of the first qualifying batch (its records are not
     /// decoded), the last offset of the batch holding the max timestamp. Runs on the home shard.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>> {
+        self.offset_for_timestamp_below(ts, Offset(i64::MAX)).await
+    }
+
+    /// [`Partition::offset_for_timestamp`] over the batches below `bound` only, which is also
+    /// what "latest" answers when lower than the high watermark (`read_committed` ListOffsets
+    /// passes the last stable offset). Runs on the home shard.
+    pub async fn offset_for_timestamp_below(
+        &self,
+        ts: i64,
+        bound: Offset,
+    ) -> Result<Option<(Offset, i64)>> {
         let inner = &self.inner;
         let (log_start, hw, segs) = {
             let st = inner.st.borrow();
             (
                 st.log_start,
-                st.writer.written_offset(),
+                st.writer.written_offset().min(bound),
                 st.segments.values().cloned().collect::<Vec<_>>(),
             )
         };
@@ -881,6 +1046,12 @@ impl Partition {
             st.log_start = st.log_start.min(new_end);
             st.unflushed_records = 0;
             st.producers.truncate_to(new_end);
+            for s in &later {
+                st.txns.remove_segment(s.base());
+            }
+            st.txns
+                .truncate_to(new_end)
+                .map_err(|e| Error::io("truncate aborted-transaction index", &inner.dir, e))?;
             inner.check_invariants(&st);
         }
         inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
@@ -1137,6 +1308,11 @@ impl Inner {
             return Err(self.poison("fdatasync", e.to_string()));
         }
         seg.persist_indexes().await?;
+        self.st
+            .borrow()
+            .txns
+            .sync(seg.base())
+            .map_err(|e| Error::io("sync aborted-transaction index", &self.dir, e))?;
         let mut st = self.st.borrow_mut();
         st.durable = st.durable.max(seg.next_offset());
         Ok(())
@@ -1154,7 +1330,9 @@ impl Inner {
         };
         for s in &doomed {
             s.remove_files()?;
-            self.st.borrow_mut().segments.remove(&s.base());
+            let mut st = self.st.borrow_mut();
+            st.segments.remove(&s.base());
+            st.txns.remove_segment(s.base());
         }
         Ok(())
     }
@@ -1352,17 +1530,21 @@ fn producer_batch(records: &[u8]) -> Result<Option<IncomingBatch>> {
 }
 
 /// Rebuilds the producer state at open: the newest snapshot valid for the log, then every
-/// batch after it; without a snapshot, the batches of the active segment.
+/// batch after it; without a snapshot, the batches of the active segment. Returns the table,
+/// the offset the replay started from, and the aborted transactions whose markers it met
+/// (with their segments' bases), from which the aborted-transaction index of that range is
+/// rebuilt.
 async fn rebuild_producer_state(
     dir: &Path,
     segments: &BTreeMap<Offset, Rc<Segment>>,
     log_end: Offset,
-) -> Result<ProducerStateTable> {
+) -> Result<(ProducerStateTable, Offset, Vec<(Offset, AbortedTxnEntry)>)> {
     let loaded = producer_state::load_latest_snapshot(dir, log_end)
         .map_err(|e| Error::io("read producer snapshot", dir, e))?;
     let active_base = segments.keys().next_back().copied().unwrap_or(Offset(0));
     let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), active_base));
     let now = now_ms();
+    let mut aborted = Vec::new();
     for seg in segments.values() {
         if seg.next_offset() <= from {
             continue;
@@ -1370,11 +1552,49 @@ async fn rebuild_producer_state(
         let mut scan = Scanner::new(seg.file(), 0, seg.size(), PRODUCER_REPLAY_CHUNK_BYTES);
         while let ScanItem::Batch { header, bytes, .. } = scan.next(true).await? {
             if header.last_offset() >= from {
-                table.replay(&bytes, now);
+                if let Some(done) = table.replay(&bytes, now).filter(|d| !d.committed) {
+                    aborted.push((seg.base(), aborted_entry(&table, &done)));
+                }
             }
         }
     }
-    Ok(table)
+    Ok((table, from, aborted))
+}
+
+/// The index entry of an aborted transaction, once its marker is recorded in `table`: the
+/// last stable offset right after the abort is the first offset of the oldest transaction
+/// still open, or just past the marker.
+fn aborted_entry(
+    table: &ProducerStateTable,
+    done: &producer_state::CompletedTxn,
+) -> AbortedTxnEntry {
+    AbortedTxnEntry {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: table
+            .first_unstable_offset()
+            .unwrap_or(Offset(done.last_offset.0 + 1)),
+    }
+}
+
+/// Refuses control batches in records from a producer: only the broker writes transaction
+/// markers (Kafka answers INVALID_RECORD). `records` was validated.
+fn refuse_control_batches(records: &[u8]) -> Result<()> {
+    let mut at = 0usize;
+    while let Some(h) = BatchHeader::read(&records[at..]) {
+        if IncomingBatch::from_header(&records[at..]).is_some_and(|b| b.control) {
+            return Err(Error::InvalidRecord {
+                pos: at,
+                reason: InvalidRecord::ControlBatchFromClient,
+            });
+        }
+        at += h.total_len as usize;
+        if at >= records.len() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn read_checkpoint(dir: &Path) -> Result<Option<Offset>> {

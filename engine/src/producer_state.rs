@@ -52,6 +52,7 @@ pub const CACHED_BATCHES: usize = 5;
 /// Kafka error codes of a refused batch.
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 
 /// Identifies the snapshot file format.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
@@ -154,6 +155,14 @@ pub enum ProducerError {
         epoch: i16,
         got: i32,
     },
+    #[error(
+        "a marker for producer {producer_id} comes from coordinator epoch {got}, older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        got: i32,
+    },
 }
 
 impl ProducerError {
@@ -164,6 +173,7 @@ impl ProducerError {
             ProducerError::OutOfOrder { .. } | ProducerError::NewEpochNotAtZero { .. } => {
                 OUT_OF_ORDER_SEQUENCE_NUMBER
             }
+            ProducerError::CoordinatorFenced { .. } => TRANSACTION_COORDINATOR_FENCED,
         }
     }
 }
@@ -332,8 +342,40 @@ impl ProducerStateTable {
         }
     }
 
+    /// Decides whether a transaction marker of `producer_id` may be written, as Kafka does for
+    /// markers from the coordinator: an epoch older than the producer's epoch here is fenced
+    /// (INVALID_PRODUCER_EPOCH), and so is a marker from a coordinator epoch older than the one
+    /// that wrote this producer's last marker (TRANSACTION_COORDINATOR_FENCED: a coordinator
+    /// that lost its role must not complete transactions any more). Does not change the table.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(ProducerError::FencedEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                producer_id,
+                current: entry.coordinator_epoch,
+                got: coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
     /// Applies a transaction marker written at `offset` for `producer_id`: closes its open
-    /// transaction (if any) and returns it.
+    /// transaction and returns it. A marker without an open transaction completes an empty
+    /// one starting at the marker itself, as in Kafka (an abort of it is indexed all the same).
     pub fn record_marker(
         &mut self,
         producer_id: i64,
@@ -342,7 +384,7 @@ impl ProducerStateTable {
         coordinator_epoch: i32,
         offset: Offset,
         now_ms: i64,
-    ) -> Option<CompletedTxn> {
+    ) -> CompletedTxn {
         let entry = self
             .producers
             .entry(producer_id)
@@ -353,20 +395,17 @@ impl ProducerStateTable {
         }
         entry.coordinator_epoch = coordinator_epoch;
         entry.last_append_ms = now_ms;
-        entry
-            .txn_first_offset
-            .take()
-            .map(|first_offset| CompletedTxn {
-                producer_id,
-                first_offset,
-                last_offset: offset,
-                committed,
-            })
+        CompletedTxn {
+            producer_id,
+            first_offset: entry.txn_first_offset.take().unwrap_or(offset),
+            last_offset: offset,
+            committed,
+        }
     }
 
     /// Replays one whole batch read back from the log (recovery): records it without checks.
     /// Reads only the header fields (and a control batch's marker record), so a batch whose
-    /// body is damaged still counts. Returns the transaction a marker closed, if any.
+    /// body is damaged still counts. Returns the transaction a marker completed, if a marker.
     pub fn replay(&mut self, batch: &[u8], now_ms: i64) -> Option<CompletedTxn> {
         let header = BatchHeader::read(batch)?;
         let incoming = IncomingBatch::from_header(batch)?;
@@ -375,14 +414,14 @@ impl ProducerStateTable {
         }
         if incoming.control {
             let (committed, coordinator_epoch) = control_marker(batch)?;
-            return self.record_marker(
+            return Some(self.record_marker(
                 incoming.producer_id,
                 incoming.epoch,
                 committed,
                 coordinator_epoch,
                 header.base_offset,
                 now_ms,
-            );
+            ));
         }
         self.record(
             &incoming,
@@ -817,7 +856,7 @@ mod tests {
         other.transactional = true;
         t.record(&other, Offset(12), Offset(12), 0, 1);
         assert_eq!(t.first_unstable_offset(), Some(Offset(10)));
-        let done = t.record_marker(PID, 0, true, 3, Offset(13), 2).unwrap();
+        let done = t.record_marker(PID, 0, true, 3, Offset(13), 2);
         assert_eq!(
             done,
             CompletedTxn {
@@ -828,8 +867,33 @@ mod tests {
             }
         );
         assert_eq!(t.first_unstable_offset(), Some(Offset(12)));
-        assert!(t.record_marker(8, 0, false, 3, Offset(14), 2).is_some());
+        assert_eq!(
+            t.record_marker(8, 0, false, 3, Offset(14), 2).first_offset,
+            Offset(12)
+        );
         assert_eq!(t.first_unstable_offset(), None);
+        // A marker without an open transaction completes an empty one at itself.
+        assert_eq!(
+            t.record_marker(8, 0, false, 3, Offset(15), 2).first_offset,
+            Offset(15)
+        );
+    }
+
+    #[test]
+    fn markers_from_old_producer_or_coordinator_epochs_are_fenced() {
+        let mut t = ProducerStateTable::new();
+        let mut txn = batch(2, 0, 1);
+        txn.transactional = true;
+        t.record(&txn, Offset(0), Offset(0), 0, 1);
+        assert_eq!(t.check_marker(PID, 2, 0), Ok(()));
+        assert_eq!(t.check_marker(99, 0, 0), Ok(()), "unknown producers pass");
+        let fenced = t.check_marker(PID, 1, 0).unwrap_err();
+        assert_eq!(fenced.kafka_code(), INVALID_PRODUCER_EPOCH);
+        t.record_marker(PID, 2, false, 5, Offset(1), 2);
+        let old_coordinator = t.check_marker(PID, 2, 4).unwrap_err();
+        assert_eq!(old_coordinator.kafka_code(), TRANSACTION_COORDINATOR_FENCED);
+        // A bumped epoch (the coordinator fencing the producer) is accepted.
+        assert_eq!(t.check_marker(PID, 3, 5), Ok(()));
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl Segment {
     pub fn time_index_path(&self) -> PathBuf {
         self.dir.join(format!("{:020}.timeindex", self.base.0))
     }
+    /// The aborted-transaction index (see [`crate::txn_index`]); deleted with the segment.
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.dir
+            .join(crate::txn_index::txn_index_file_name(self.base))
+    }
     pub fn next_offset(&self) -> Offset {
         self.meta.borrow().next_offset
     }
@@ -298,7 +303,12 @@ impl Segment {
 
     /// Deletes the segment's files (retention, truncation). Missing files are fine.
     pub fn remove_files(&self) -> Result<()> {
-        for p in [self.log_path(), self.index_path(), self.time_index_path()] {
+        for p in [
+            self.log_path(),
+            self.index_path(),
+            self.time_index_path(),
+            self.txn_index_path(),
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
