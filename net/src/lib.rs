@@ -18,3 +18,4 @@ pub mod server;
 pub mod socket_writer;
 pub mod topic_configs;
 pub mod topics;
+pub mod txn_markers;

@@ -44,6 +44,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 /// A served API: its key and the version range the broker advertises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +112,7 @@ handlers! {
     ListGroups => list_groups,
     DescribeGroups => describe_groups,
     DeleteGroups => delete_groups,
+    WriteTxnMarkers => write_txn_markers,
 }
 
 /// The advertised version range of `key`, if the broker serves it.
