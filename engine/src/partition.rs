@@ -447,7 +447,29 @@ impl Partition {
     ) -> impl Future<Output = Result<AppendInfo>> + 'static {
         let ticket = self.inner.order.ticket();
         let me = self.clone();
-        async move { me.append_in_turn(ticket, records, durability, None).await }
+        async move {
+            me.append_in_turn(ticket, records, durability, None, false)
+                .await
+        }
+    }
+
+    /// Appends a transactional batch that a coordinator writes to its own log under a
+    /// producer's identity (Kafka's `AppendOrigin.COORDINATOR`: the group coordinator's
+    /// TxnOffsetCommit). Such a batch carries no sequence numbers, so only the producer epoch
+    /// is checked (an older one is INVALID_PRODUCER_EPOCH) and no retry is detected; like a
+    /// client's transactional batch it opens the producer's transaction here, which holds the
+    /// last stable offset until the marker. Otherwise as [`Partition::append`].
+    pub fn append_from_coordinator(
+        &self,
+        records: Bytes,
+        durability: Durability,
+    ) -> impl Future<Output = Result<AppendInfo>> + 'static {
+        let ticket = self.inner.order.ticket();
+        let me = self.clone();
+        async move {
+            me.append_in_turn(ticket, records, durability, None, true)
+                .await
+        }
     }
 
     /// Appends a transaction marker (a control batch: commit or abort) for `producer_id`,
@@ -487,7 +509,7 @@ impl Partition {
                 reason: e.to_string(),
             })?;
             let info = me
-                .append_in_turn(ticket, batch, Durability::Synced, Some(marker))
+                .append_in_turn(ticket, batch, Durability::Synced, Some(marker), false)
                 .await?;
             Ok(info.base_offset)
         }
@@ -499,6 +521,7 @@ impl Partition {
         records: Bytes,
         durability: Durability,
         marker: Option<Marker>,
+        from_coordinator: bool,
     ) -> Result<AppendInfo> {
         let inner = &self.inner;
         let cfg = inner.config.borrow().clone();
@@ -523,16 +546,18 @@ impl Partition {
         // Producer checks happen in the append's turn, so they see every earlier append.
         let producer = producer_batch(&records)?;
         if let Some(batch) = &producer {
-            let verdict =
-                inner
-                    .st
-                    .borrow()
-                    .producers
-                    .check(batch)
-                    .map_err(|source| Error::Producer {
-                        tp: inner.tp.clone(),
-                        source,
-                    })?;
+            let verdict = {
+                let st = inner.st.borrow();
+                if from_coordinator {
+                    st.producers.check_epoch(batch).map(|()| Verdict::Append)
+                } else {
+                    st.producers.check(batch)
+                }
+            };
+            let verdict = verdict.map_err(|source| Error::Producer {
+                tp: inner.tp.clone(),
+                source,
+            })?;
             if let Verdict::Duplicate(original) = verdict {
                 drop(turn);
                 return self.answer_duplicate(original, durability).await;

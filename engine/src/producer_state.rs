@@ -119,8 +119,12 @@ impl IncomingBatch {
         self.producer_id >= 0
     }
 
-    /// The sequence of the batch's last record (sequences wrap from `i32::MAX` to 0).
+    /// The sequence of the batch's last record (sequences wrap from `i32::MAX` to 0); none
+    /// for a batch without sequences (a coordinator's, see [`ProducerStateTable::check_epoch`]).
     pub fn last_seq(&self) -> i32 {
+        if self.first_seq == NO_SEQUENCE {
+            return NO_SEQUENCE;
+        }
         add_seq(self.first_seq, self.record_count.saturating_sub(1).max(0))
     }
 }
@@ -302,6 +306,20 @@ impl ProducerStateTable {
                 expected: add_seq(last, 1),
                 got: batch.first_seq,
             }),
+        }
+    }
+
+    /// Decides whether a batch that a coordinator writes under a producer's identity may be
+    /// appended (Kafka checks only the epoch for `AppendOrigin.COORDINATOR`): it has no
+    /// sequence numbers, so an older epoch is all that is refused. Does not change the table.
+    pub fn check_epoch(&self, batch: &IncomingBatch) -> Result<(), ProducerError> {
+        match self.producers.get(&batch.producer_id) {
+            Some(entry) if batch.epoch < entry.epoch => Err(ProducerError::FencedEpoch {
+                producer_id: batch.producer_id,
+                current: entry.epoch,
+                got: batch.epoch,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -877,6 +895,30 @@ mod tests {
             t.record_marker(8, 0, false, 3, Offset(15), 2).first_offset,
             Offset(15)
         );
+    }
+
+    #[test]
+    fn coordinator_batches_without_sequences_are_checked_by_epoch_only() {
+        let mut t = ProducerStateTable::new();
+        let mut txn = batch(3, NO_SEQUENCE, 2);
+        txn.transactional = true;
+        assert_eq!(t.check_epoch(&txn), Ok(()), "unknown producers pass");
+        t.record(&txn, Offset(10), Offset(11), 0, 1);
+        assert_eq!(t.get(PID).unwrap().last_seq(), Some(NO_SEQUENCE));
+        assert_eq!(t.first_unstable_offset(), Some(Offset(10)));
+        // The same records again are a second write, not a retry: no sequence says otherwise.
+        assert_eq!(t.check_epoch(&txn), Ok(()));
+        t.record(&txn, Offset(12), Offset(13), 0, 2);
+        assert_eq!(t.first_unstable_offset(), Some(Offset(10)));
+        let mut fenced = txn;
+        fenced.epoch = 2;
+        assert_eq!(
+            t.check_epoch(&fenced).unwrap_err().kafka_code(),
+            INVALID_PRODUCER_EPOCH
+        );
+        let mut bumped = txn;
+        bumped.epoch = 4;
+        assert_eq!(t.check_epoch(&bumped), Ok(()));
     }
 
     #[test]
