@@ -238,6 +238,24 @@ impl<'a> BatchView<'a> {
         Ok(())
     }
 
+    /// Validation of a batch read back from a segment: like [`BatchView::validate`], except
+    /// that the cleaner's batches are accepted: fewer records than the offset span (records
+    /// removed, offsets kept) and, for a batch kept to preserve an idempotent producer's state,
+    /// no records at all.
+    pub fn validate_stored(&self, pos: usize, max_batch_bytes: usize) -> Result<()> {
+        match self.validate(pos, max_batch_bytes) {
+            Err(Error::InvalidRecord {
+                reason: InvalidRecord::NoRecords | InvalidRecord::CountMismatch { .. },
+                ..
+            }) if self.record_count() >= 0
+                && i64::from(self.record_count()) <= i64::from(self.last_offset_delta()) + 1 =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// The bytes of this batch, exactly `total_len()` long.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf

@@ -172,6 +172,25 @@ impl BatchCache {
         }
     }
 
+    /// Drops cached batches of `part` that overlap `[from, to)` (the cleaner rewrote those
+    /// segments: positions and contents changed).
+    pub fn invalidate_range(&self, part: u64, from: Offset, to: Offset) {
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        if let Some(map) = st.parts.get_mut(&part) {
+            let doomed: Vec<Offset> = map
+                .iter()
+                .filter(|(_, b)| b.next_offset > from && b.base_offset < to)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in doomed {
+                if let Some(b) = map.remove(&k) {
+                    st.bytes -= b.len();
+                }
+            }
+        }
+    }
+
     /// Drops everything of `part` (partition closed).
     pub fn forget(&self, part: u64) {
         let mut st = self.st.borrow_mut();

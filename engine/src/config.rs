@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::{
-    INDEX_INTERVAL_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
+    DAY_MS, INDEX_INTERVAL_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_DEFAULT, WEEK_MS,
 };
 
@@ -16,8 +16,8 @@ pub enum MessageTimestampType {
     LogAppendTime,
 }
 
-/// `cleanup.policy`. Compaction is not implemented yet; `Compact` is accepted and stored so the
-/// broker can report it, and retention treats such topics as `delete` only when both are set.
+/// `cleanup.policy`: `delete` is time/size retention (`crate::retention`), `compact` the log
+/// cleaner (`crate::cleaner`); `compact,delete` both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CleanupPolicy {
     Delete,
@@ -29,7 +29,7 @@ pub enum CleanupPolicy {
 pub const FLUSH_OFF: i64 = i64::MAX;
 
 /// The settings of one topic's logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment when the next batch would make it larger.
     pub segment_bytes: u64,
@@ -53,6 +53,15 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `cleanup.policy`.
     pub cleanup_policy: CleanupPolicy,
+    /// `min.cleanable.dirty.ratio`: the cleaner takes a log once this share of it is dirty.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty record is older is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays after the cleaner first saw it.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -69,6 +78,10 @@ impl Default for LogConfig {
             flush_ms: FLUSH_OFF,
             flush_messages: FLUSH_OFF,
             cleanup_policy: CleanupPolicy::Delete,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DAY_MS,
         }
     }
 }
@@ -86,6 +99,10 @@ pub const CONFIG_NAMES: &[&str] = &[
     "flush.ms",
     "flush.messages",
     "cleanup.policy",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "delete.retention.ms",
 ];
 
 impl LogConfig {
@@ -192,6 +209,50 @@ impl LogConfig {
                     }
                 }
             }
+            "min.cleanable.dirty.ratio" => {
+                let r = v.parse::<f64>().map_err(|e| {
+                    invalid(
+                        "min.cleanable.dirty.ratio",
+                        v,
+                        &format!("not a number ({e})"),
+                    )
+                })?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(invalid(
+                        "min.cleanable.dirty.ratio",
+                        v,
+                        "must be between 0 and 1",
+                    ));
+                }
+                self.min_cleanable_dirty_ratio = r;
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = in_range(
+                    "min.compaction.lag.ms",
+                    v,
+                    parse_i64("min.compaction.lag.ms", v)?,
+                    0,
+                    i64::MAX,
+                )?
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = in_range(
+                    "max.compaction.lag.ms",
+                    v,
+                    parse_i64("max.compaction.lag.ms", v)?,
+                    1,
+                    i64::MAX,
+                )?
+            }
+            "delete.retention.ms" => {
+                self.delete_retention_ms = in_range(
+                    "delete.retention.ms",
+                    v,
+                    parse_i64("delete.retention.ms", v)?,
+                    0,
+                    i64::MAX,
+                )?
+            }
             _ => {
                 return Err(Error::InvalidConfig {
                     name: "(unknown)",
@@ -201,6 +262,14 @@ impl LogConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether the log cleaner compacts this topic.
+    pub fn compacts(&self) -> bool {
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Compact | CleanupPolicy::CompactDelete
+        )
     }
 
     /// Whether time/size retention deletes segments of this topic.

@@ -6,6 +6,7 @@
 // Format and files (record batches, segments, indexes, recovery, partitions).
 pub mod batch;
 pub mod batch_cache;
+pub mod cleaner;
 pub mod config;
 pub mod durability;
 pub mod error;

@@ -46,6 +46,8 @@ pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 
 /// Default `segment.ms` and `retention.ms`: 7 days.
 pub const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// One day in milliseconds (Kafka's default `delete.retention.ms`).
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Default `index.interval.bytes`.
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;

@@ -249,6 +249,9 @@ impl Partition {
     ) -> Result<Partition> {
         let dir = root.join(tp.dir_name());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create partition dir", &dir, e))?;
+        // A segment swap of the cleaner that a crash interrupted is finished (or its
+        // uncommitted output deleted) before the segments are listed.
+        crate::cleaner::swap::recover_interrupted_swaps(&dir)?;
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list partition", &dir, e))?;
         for entry in entries {
@@ -881,23 +884,12 @@ impl Partition {
     /// batch granularity: the base offset of the first qualifying batch (its records are not
     /// decoded), the last offset of the batch holding the max timestamp. Runs on the home shard.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>> {
-        self.offset_for_timestamp_below(ts, Offset(i64::MAX)).await
-    }
-
-    /// [`Partition::offset_for_timestamp`] over the batches below `bound` only, which is also
-    /// what "latest" answers when lower than the high watermark (`read_committed` ListOffsets
-    /// passes the last stable offset). Runs on the home shard.
-    pub async fn offset_for_timestamp_below(
-        &self,
-        ts: i64,
-        bound: Offset,
-    ) -> Result<Option<(Offset, i64)>> {
         let inner = &self.inner;
         let (log_start, hw, segs) = {
             let st = inner.st.borrow();
             (
                 st.log_start,
-                st.writer.written_offset().min(bound),
+                st.writer.written_offset(),
                 st.segments.values().cloned().collect::<Vec<_>>(),
             )
         };
@@ -1070,7 +1062,6 @@ impl Partition {
             st.durable = st.durable.min(new_end);
             st.log_start = st.log_start.min(new_end);
             st.unflushed_records = 0;
-            st.producers.truncate_to(new_end);
             for s in &later {
                 st.txns.remove_segment(s.base());
             }
@@ -1080,6 +1071,19 @@ impl Partition {
             inner.check_invariants(&st);
         }
         inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
+        // The producer state is rebuilt as at open (snapshot at or below the new end, then a
+        // replay): trimming it would not do, as a cut marker must reopen its transaction.
+        let segments = inner.st.borrow().segments.clone();
+        match rebuild_producer_state(&inner.dir, &segments, new_end).await {
+            Ok((producers, from, aborted)) => {
+                let mut st = inner.st.borrow_mut();
+                st.producers = producers;
+                st.txns
+                    .rebuild_from(from, aborted)
+                    .map_err(|e| Error::io("rebuild aborted-transaction index", &inner.dir, e))?;
+            }
+            Err(e) => return Err(inner.poison("rebuild producer state", e.to_string())),
+        }
         Ok(new_end)
     }
 
@@ -1153,6 +1157,79 @@ impl Partition {
         Ok(inner.st.borrow().durable)
     }
 
+    /// The I/O backend of the partition's shard (the cleaner opens its new segments with it).
+    pub(crate) fn io_backend(&self) -> IoBackend {
+        self.inner.ctx.io.clone()
+    }
+
+    /// The aborted-transaction entries of the segments `bases`, or of every segment.
+    pub(crate) fn aborted_entries(&self, bases: Option<&[Offset]>) -> Vec<AbortedTxnEntry> {
+        let st = self.inner.st.borrow();
+        match bases {
+            Some(bases) => bases
+                .iter()
+                .flat_map(|b| st.txns.entries(*b).iter().copied())
+                .collect(),
+            None => st
+                .segments
+                .keys()
+                .flat_map(|b| st.txns.entries(*b).iter().copied())
+                .collect(),
+        }
+    }
+
+    /// Replaces the consecutive closed segments `old` (oldest first) by `new`, the cleaner's
+    /// rewrite of the same offsets, whose aborted-transaction entries are `txn_entries`.
+    /// `commit` makes the change on disk (the cleaner's crash-safe swap); it runs in the
+    /// partition's append order, without an await, only if every segment of `old` is still
+    /// the partition's and closed. Returns whether the swap happened. Reads already holding an
+    /// old segment keep reading its (unlinked) file. Runs on the home shard.
+    pub(crate) async fn replace_segments(
+        &self,
+        old: &[Rc<Segment>],
+        new: Rc<Segment>,
+        txn_entries: Vec<AbortedTxnEntry>,
+        commit: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        let inner = &self.inner;
+        let (Some(first), Some(last)) = (old.first(), old.last()) else {
+            return Ok(false);
+        };
+        let _turn = inner.order.ticket().turn().await;
+        inner.writable()?;
+        {
+            let st = inner.st.borrow();
+            let active = st.writer.segment().base();
+            let current = old.iter().all(|s| {
+                s.base() != active && st.segments.get(&s.base()).is_some_and(|c| Rc::ptr_eq(c, s))
+            });
+            if !current {
+                return Ok(false);
+            }
+        }
+        // Open the descriptors zero-copy sends use before the files are renamed or removed,
+        // so that a send of an old segment never opens the new file under the old name.
+        for s in old {
+            s.send_file()?;
+        }
+        commit()?;
+        let bases: Vec<Offset> = old.iter().map(|s| s.base()).collect();
+        let end = last.next_offset();
+        {
+            let mut st = inner.st.borrow_mut();
+            for b in &bases {
+                st.segments.remove(b);
+            }
+            st.segments.insert(new.base(), new);
+            st.txns.replace_segments(&bases, first.base(), txn_entries);
+        }
+        inner
+            .ctx
+            .cache
+            .invalidate_range(inner.cache_id, first.base(), end);
+        Ok(true)
+    }
+
     /// The closed segments, oldest first (for retention).
     pub(crate) fn closed_segments(&self) -> Vec<Rc<Segment>> {
         let st = self.inner.st.borrow();
@@ -1184,19 +1261,40 @@ impl Partition {
 impl Inner {
     /// The segment holding `offset`, its readable end, and the batch containing `offset` (or
     /// the first batch after it), found from the sparse index and a short scan.
+    /// A cleaned segment may hold no batch at or after `offset` (compaction removed its last
+    /// batches): the search then moves on to the next segment.
     async fn locate_offset(&self, offset: Offset) -> Result<(Rc<Segment>, u64, Option<Located>)> {
-        let seg = self.segment_for(offset)?;
-        let index_interval = self.config.borrow().index_interval_bytes;
-        seg.ensure_indexes(index_interval).await?;
-        let readable = seg.readable();
-        let from = seg
-            .meta
-            .borrow()
-            .index
-            .as_ref()
-            .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
-        let found = locate(&seg, from, offset, readable, self.locate_chunk_bytes()).await?;
-        Ok((seg, readable, found))
+        let mut seg = self.segment_for(offset)?;
+        let mut offset = offset;
+        loop {
+            let index_interval = self.config.borrow().index_interval_bytes;
+            seg.ensure_indexes(index_interval).await?;
+            let readable = seg.readable();
+            let from = seg
+                .meta
+                .borrow()
+                .index
+                .as_ref()
+                .map_or(FilePos(0), |ix| ix.lookup(seg.base(), offset));
+            let found = locate(&seg, from, offset, readable, self.locate_chunk_bytes()).await?;
+            let next = match found {
+                Some(_) => None,
+                None => {
+                    let st = self.st.borrow();
+                    st.segments
+                        .range(Offset(seg.base().0 + 1)..)
+                        .next()
+                        .map(|(_, s)| s.clone())
+                }
+            };
+            match next {
+                Some(n) => {
+                    offset = n.base();
+                    seg = n;
+                }
+                None => return Ok((seg, readable, found)),
+            }
+        }
     }
 
     fn writable(&self) -> Result<()> {
@@ -1555,7 +1653,7 @@ fn producer_batch(records: &[u8]) -> Result<Option<IncomingBatch>> {
 }
 
 /// Rebuilds the producer state at open: the newest snapshot valid for the log, then every
-/// batch after it; without a snapshot, the batches of the active segment. Returns the table,
+/// batch after it; without a snapshot, every batch of the log. Returns the table,
 /// the offset the replay started from, and the aborted transactions whose markers it met
 /// (with their segments' bases), from which the aborted-transaction index of that range is
 /// rebuilt.
@@ -1566,8 +1664,11 @@ async fn rebuild_producer_state(
 ) -> Result<(ProducerStateTable, Offset, Vec<(Offset, AbortedTxnEntry)>)> {
     let loaded = producer_state::load_latest_snapshot(dir, log_end)
         .map_err(|e| Error::io("read producer snapshot", dir, e))?;
-    let active_base = segments.keys().next_back().copied().unwrap_or(Offset(0));
-    let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), active_base));
+    // Without a snapshot every segment is replayed: a transaction still open in an older
+    // segment must hold the last stable offset back (a log that never rolled has one segment;
+    // truncation below every kept snapshot is the other, rare, case).
+    let first_base = segments.keys().next().copied().unwrap_or(Offset(0));
+    let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), first_base));
     let now = now_ms();
     let mut aborted = Vec::new();
     for seg in segments.values() {

@@ -194,7 +194,7 @@ pub async fn recover_last_segment(
                 break (pos.0, case);
             }
             ScanItem::Batch { pos, header, bytes } => {
-                let good = batch_ok(&bytes, fresh.next_offset);
+                let good = batch_ok(&bytes, fresh.next_offset, Continuity::Exact);
                 if good {
                     note_batch_in(&mut fresh, seg.base(), pos, &header, interval_bytes);
                     continue;
@@ -263,7 +263,7 @@ pub async fn check_closed_segment(
         match scanner.next(true).await? {
             ScanItem::End => break,
             ScanItem::Batch { pos, bytes, .. } => {
-                if !batch_ok(&bytes, next) {
+                if !batch_ok(&bytes, next, Continuity::GapsAllowed) {
                     return Err(Error::CorruptLog {
                         segment: seg.log_path(),
                         pos,
@@ -283,24 +283,43 @@ pub async fn check_closed_segment(
             }
         }
     }
-    if next != next_base {
+    // A cleaned segment may end before the next one starts (its last batches were removed),
+    // never after.
+    if next > next_base {
         return Err(Error::CorruptLog {
             segment: seg.log_path(),
             pos: FilePos(readable),
             detail: format!(
-                "closed segment ends at offset {next} but the next segment starts at {next_base}"
+                "closed segment ends at offset {next}, past the next segment's start {next_base}"
             ),
         });
     }
     Ok(())
 }
 
-/// A batch read back from disk is good when it validates and continues the offsets.
-fn batch_ok(bytes: &[u8], expected_base: Offset) -> bool {
+/// A batch read back from disk is good when it validates and continues the offsets: starting
+/// exactly at `expected_base`, or at or after it in a segment the cleaner may have rewritten
+/// (`Continuity::GapsAllowed`: compaction removes whole batches and leaves their offsets unused).
+fn batch_ok(bytes: &[u8], expected_base: Offset, continuity: Continuity) -> bool {
     match BatchView::parse(bytes, 0) {
-        Ok(v) => v.validate(0, BATCH_BYTES_MAX).is_ok() && v.base_offset() == expected_base,
+        Ok(v) => {
+            v.validate_stored(0, BATCH_BYTES_MAX).is_ok()
+                && match continuity {
+                    Continuity::Exact => v.base_offset() == expected_base,
+                    Continuity::GapsAllowed => v.base_offset() >= expected_base,
+                }
+        }
         Err(_) => false,
     }
+}
+
+/// How the offsets of consecutive batches must follow each other.
+#[derive(Clone, Copy)]
+enum Continuity {
+    /// The last segment was never cleaned (the cleaner skips the active segment).
+    Exact,
+    /// Closed segments may be the cleaner's output.
+    GapsAllowed,
 }
 
 async fn all_zero(seg: &Segment, from: u64, to: u64) -> Result<bool> {
@@ -327,7 +346,7 @@ async fn valid_batch_at(seg: &Segment, pos: u64, file_len: u64) -> Result<bool> 
     let mut scanner = Scanner::new(seg.file(), pos, file_len, SCAN_CHUNK_BYTES);
     match scanner.next(true).await? {
         ScanItem::Batch { bytes, .. } => Ok(BatchView::parse(&bytes, 0)
-            .map(|v| v.validate(0, BATCH_BYTES_MAX).is_ok())
+            .map(|v| v.validate_stored(0, BATCH_BYTES_MAX).is_ok())
             .unwrap_or(false)),
         _ => Ok(false),
     }

@@ -94,6 +94,18 @@ impl Segment {
         })
     }
 
+    /// A segment over an already open `.log` file whose facts are known (the cleaner's output:
+    /// written, synced and indexed before it replaces other segments under its final name).
+    pub fn with_file(dir: &Path, base: Offset, file: AnyFile, meta: SegmentMeta) -> Segment {
+        Segment {
+            base,
+            dir: dir.to_path_buf(),
+            file,
+            send_file: RefCell::new(None),
+            meta: RefCell::new(meta),
+        }
+    }
+
     pub fn base(&self) -> Offset {
         self.base
     }

@@ -243,6 +243,27 @@ impl TxnIndex {
         out
     }
 
+    /// The cleaner replaced the segments `old` by one based at `base` whose index file (written
+    /// by the cleaner's swap) holds `entries`: the in-memory side of that swap.
+    pub fn replace_segments(
+        &mut self,
+        old: &[Offset],
+        base: Offset,
+        entries: Vec<AbortedTxnEntry>,
+    ) {
+        for b in old {
+            self.segments.remove(b);
+        }
+        if !entries.is_empty() {
+            self.segments.insert(base, entries);
+        }
+    }
+
+    /// The file contents holding `entries`.
+    pub fn encode_entries(entries: &[AbortedTxnEntry]) -> Vec<u8> {
+        entries.iter().flat_map(|e| e.encode()).collect()
+    }
+
     /// The entries of one segment (tests, tools).
     pub fn entries(&self, segment_base: Offset) -> &[AbortedTxnEntry] {
         self.segments.get(&segment_base).map_or(&[], Vec::as_slice)

@@ -89,7 +89,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "86400000",
         Kind::Long { min: 0 },
         Some("log.cleaner.delete.retention.ms"),
-        false,
+        true,
     ),
     def(
         "file.delete.delay.ms",
@@ -155,7 +155,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         LONG_MAX,
         Kind::Long { min: 1 },
         Some("log.cleaner.max.compaction.lag.ms"),
-        false,
+        true,
     ),
     def(
         "max.message.bytes",
@@ -193,14 +193,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "0.5",
         Kind::Ratio,
         Some("log.cleaner.min.cleanable.ratio"),
-        false,
+        true,
     ),
     def(
         "min.compaction.lag.ms",
         "0",
         Kind::Long { min: 0 },
         Some("log.cleaner.min.compaction.lag.ms"),
-        false,
+        true,
     ),
     def(
         "min.insync.replicas",

@@ -1,0 +1,746 @@
+//! The log cleaner: compaction for topics with `cleanup.policy=compact` (or `compact,delete`),
+//! keeping the latest record of every key, as Kafka's `LogCleaner` does.
+//!
+//! One [`Cleaner`] per shard cleans that shard's partitions from the shard's low-priority task
+//! queue (the broker runs it every `log.cleaner.backoff.ms`). A round picks the partitions
+//! whose dirty share reaches `min.cleanable.dirty.ratio` (or whose oldest dirty record is past
+//! `max.compaction.lag.ms`), dirtiest first, and cleans each in passes:
+//!
+//! 1. **Range.** The log is clean below its cleaner checkpoint (`cleaner-offset-checkpoint` in
+//!    the partition directory) and dirty from there up to the first uncleanable offset: the
+//!    active segment's base, the last stable offset (an open transaction's records stay
+//!    untouched), and the base of the first segment holding a record newer than
+//!    `min.compaction.lag.ms`.
+//! 2. **Map.** The dirty range's keys go into the [`KeyMap`] (key hash → latest offset) with its
+//!    fixed memory budget; when the next batch would not fit, the pass stops there and the rest
+//!    is left to the next pass, so any number of keys is cleaned in bounded memory.
+//! 3. **Copy.** Every closed segment below the pass's end is rewritten, in groups of
+//!    consecutive segments whose sizes add up to at most `segment.bytes` (so small segments
+//!    merge), keeping a record only when no later offset of its key is in the map, and dropping
+//!    tombstones (and transaction markers) whose delete horizon has passed; the batch rules are
+//!    in [`filter`]. Aborted transactional records are removed and never enter the map.
+//! 4. **Swap.** Each group's output replaces its segments atomically and crash-safely
+//!    ([`swap`]); then the checkpoint moves to the pass's end.
+//!
+//! The cleaner never touches the active segment, never renumbers offsets, and only reads
+//! closed segments, which are immutable; a swap checks that the segments it replaces are still
+//! the partition's (retention or truncation may have removed them meanwhile) and gives up
+//! otherwise. Owned by its shard; never crosses cores.
+
+pub mod filter;
+pub mod key_map;
+pub mod swap;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::io::OpenOptions;
+
+use crate::batch::{BatchHeader, BatchView};
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::limits::{BATCH_BYTES_MAX, SCAN_CHUNK_BYTES};
+use crate::partition::Partition;
+use crate::records::decode_records;
+use crate::segment::{note_batch_in, Segment, SegmentMeta};
+use crate::segment_reader::{ScanItem, Scanner};
+use crate::txn_index::AbortedTxnEntry;
+use crate::types::{FilePos, Offset};
+
+pub use filter::{EmptyBatch, FilterCounts, Filtered};
+pub use key_map::KeyMap;
+pub use swap::SwapStep;
+
+/// The per-partition file holding the offset below which the log is clean.
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// Kafka's default `log.cleaner.dedupe.buffer.size` is 128 MiB for all cleaner threads; a shard
+/// gets this share.
+pub const KEY_MAP_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+
+/// Bytes of cleaned output gathered before one write to the `.cleaned` file.
+const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Settings of one shard's cleaner.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanerOptions {
+    /// Memory of the key map.
+    pub key_map_bytes: usize,
+    /// Fault injection (tests): stop a swap after this step as if the process died there.
+    pub crash_at: Option<SwapStep>,
+}
+
+impl Default for CleanerOptions {
+    fn default() -> Self {
+        CleanerOptions {
+            key_map_bytes: KEY_MAP_BYTES_DEFAULT,
+            crash_at: None,
+        }
+    }
+}
+
+/// What cleaning did (one pass, or summed over many).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerStats {
+    pub passes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_read: u64,
+    pub records_kept: u64,
+    pub segments_replaced: u64,
+    pub segments_written: u64,
+    /// Wall-clock time spent in passes, in microseconds.
+    pub busy_us: u64,
+}
+
+impl CleanerStats {
+    fn add(&mut self, o: &CleanerStats) {
+        self.passes += o.passes;
+        self.bytes_read += o.bytes_read;
+        self.bytes_written += o.bytes_written;
+        self.records_read += o.records_read;
+        self.records_kept += o.records_kept;
+        self.segments_replaced += o.segments_replaced;
+        self.segments_written += o.segments_written;
+        self.busy_us += o.busy_us;
+    }
+}
+
+/// How dirty a partition's log is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dirtiness {
+    /// The cleaner checkpoint (clamped to the log).
+    pub first_dirty: Offset,
+    /// The first offset the cleaner may not touch yet.
+    pub first_uncleanable: Offset,
+    /// Bytes of segments below `first_dirty`.
+    pub clean_bytes: u64,
+    /// Bytes of segments in `[first_dirty, first_uncleanable)`.
+    pub dirty_bytes: u64,
+    /// `max.compaction.lag.ms` has passed for the oldest dirty record.
+    pub overdue: bool,
+}
+
+impl Dirtiness {
+    /// The share of cleanable bytes that are dirty.
+    pub fn ratio(&self) -> f64 {
+        let total = self.clean_bytes + self.dirty_bytes;
+        if total == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / total as f64
+        }
+    }
+
+    /// Whether the log is due for cleaning under `cfg`.
+    pub fn due(&self, cfg: &LogConfig) -> bool {
+        self.dirty_bytes > 0 && (self.overdue || self.ratio() >= cfg.min_cleanable_dirty_ratio)
+    }
+}
+
+/// One shard's cleaner: its key map (allocated once) and running totals. Owned by its shard.
+pub struct Cleaner {
+    map: KeyMap,
+    opts: CleanerOptions,
+    totals: CleanerStats,
+    last_round_us: u64,
+}
+
+impl Cleaner {
+    pub fn new(opts: CleanerOptions) -> Cleaner {
+        Cleaner {
+            map: KeyMap::with_budget(opts.key_map_bytes),
+            opts,
+            totals: CleanerStats::default(),
+            last_round_us: 0,
+        }
+    }
+
+    /// Everything cleaned since start.
+    pub fn totals(&self) -> CleanerStats {
+        self.totals
+    }
+
+    /// Duration of the last round that cleaned something, in microseconds.
+    pub fn last_round_us(&self) -> u64 {
+        self.last_round_us
+    }
+
+    /// One round over `parts`: the compacted logs that are due, dirtiest first (overdue ones
+    /// before all others), each cleaned until its dirty range is consumed. A failure is logged
+    /// and leaves that partition for the next round. Runs on the partitions' home shard.
+    pub async fn run_round(&mut self, parts: &[Partition], now_ms: i64) -> CleanerStats {
+        let mut due = Vec::new();
+        for p in parts {
+            let cfg = p.config();
+            if !cfg.compacts() || p.poisoned().is_some() {
+                continue;
+            }
+            match dirtiness(p, now_ms).await {
+                Ok(Some(d)) if d.due(&cfg) => due.push((d, p.clone())),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tp = %p.topic_partition(), error = %e, "cleaner could not measure the log")
+                }
+            }
+        }
+        due.sort_by(|(a, _), (b, _)| {
+            b.overdue
+                .cmp(&a.overdue)
+                .then(b.ratio().total_cmp(&a.ratio()))
+        });
+        let started = Instant::now();
+        let mut round = CleanerStats::default();
+        for (_, p) in due {
+            match self.clean(&p, now_ms).await {
+                Ok(s) => {
+                    tracing::info!(tp = %p.topic_partition(), passes = s.passes, read = s.bytes_read, written = s.bytes_written, "log cleaned");
+                    round.add(&s);
+                }
+                Err(e) => tracing::warn!(tp = %p.topic_partition(), error = %e, "cleaning failed"),
+            }
+        }
+        if round.passes > 0 {
+            self.last_round_us = started.elapsed().as_micros() as u64;
+        }
+        round
+    }
+
+    /// Cleans `p` until its dirty range is consumed (several passes when the keys do not fit
+    /// the map at once). Runs on the partition's home shard.
+    pub async fn clean(&mut self, p: &Partition, now_ms: i64) -> Result<CleanerStats> {
+        let mut total = CleanerStats::default();
+        loop {
+            let Some(d) = dirtiness(p, now_ms).await? else {
+                break;
+            };
+            if d.dirty_bytes == 0 || d.first_dirty >= d.first_uncleanable {
+                break;
+            }
+            let (end, s) = self.pass(p, &d, now_ms).await?;
+            total.add(&s);
+            self.totals.add(&s);
+            if end <= d.first_dirty {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One pass: map the dirty range from `d.first_dirty` as far as the map holds, rewrite
+    /// every closed segment below that end, move the checkpoint. Returns the end.
+    async fn pass(
+        &mut self,
+        p: &Partition,
+        d: &Dirtiness,
+        now_ms: i64,
+    ) -> Result<(Offset, CleanerStats)> {
+        let started = Instant::now();
+        let cfg = p.config();
+        let mut stats = CleanerStats {
+            passes: 1,
+            ..CleanerStats::default()
+        };
+        self.map.clear();
+        let aborted = p.aborted_entries(None);
+        let end = self.build_map(p, d, &aborted, &mut stats).await?;
+        if end <= d.first_dirty {
+            return Err(Error::InvalidConfig {
+                name: "log.cleaner.dedupe.buffer.size",
+                value: self.opts.key_map_bytes.to_string(),
+                reason: format!(
+                    "{}: the key map cannot hold even one batch at offset {}",
+                    p.topic_partition(),
+                    d.first_dirty
+                ),
+            });
+        }
+        let producers: HashMap<i64, Offset> = p
+            .producer_states()
+            .into_iter()
+            .filter_map(|(id, e)| e.batches().last().map(|b| (id, b.last_offset)))
+            .collect();
+        let rules = Rules {
+            end,
+            now_ms,
+            delete_retention_ms: cfg.delete_retention_ms,
+            producers,
+            aborted,
+            max_out: BATCH_BYTES_MAX,
+        };
+        let segs: Vec<Rc<Segment>> = p
+            .closed_segments()
+            .into_iter()
+            .filter(|s| s.base() < end)
+            .collect();
+        for group in group_segments(&segs, cfg.segment_bytes) {
+            self.clean_group(p, &cfg, &group, &rules, &mut stats)
+                .await?;
+        }
+        write_checkpoint(p.dir(), end)?;
+        stats.busy_us = started.elapsed().as_micros() as u64;
+        Ok((end, stats))
+    }
+
+    /// Puts the keys of the dirty range into the map, batch by batch, until the range ends or
+    /// the next batch may not fit. Returns the offset where the mapped range ends.
+    async fn build_map(
+        &mut self,
+        p: &Partition,
+        d: &Dirtiness,
+        aborted: &[AbortedTxnEntry],
+        stats: &mut CleanerStats,
+    ) -> Result<Offset> {
+        let interval = p.config().index_interval_bytes;
+        let mut end = d.first_dirty;
+        for seg in p.closed_segments() {
+            if seg.next_offset() <= d.first_dirty {
+                continue;
+            }
+            if seg.base() >= d.first_uncleanable {
+                break;
+            }
+            seg.ensure_indexes(interval).await?;
+            let mut scan = Scanner::new(seg.file(), 0, seg.readable(), SCAN_CHUNK_BYTES);
+            loop {
+                let (pos, bytes) = match scan.next(true).await? {
+                    ScanItem::Batch { pos, bytes, .. } => (pos, bytes),
+                    ScanItem::End => break,
+                    ScanItem::Defect { pos, what } => return Err(corrupt(&seg, pos, what)),
+                };
+                let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(&seg, pos, &e))?;
+                if v.last_offset() < d.first_dirty {
+                    continue;
+                }
+                if v.base_offset() >= d.first_uncleanable {
+                    return Ok(end);
+                }
+                if v.record_count() as usize > self.map.room() {
+                    return Ok(end);
+                }
+                stats.bytes_read += v.total_len() as u64;
+                if !v.is_control() && !is_aborted(&v, aborted) {
+                    let decoded = decode_records(
+                        v.attributes(),
+                        v.records(),
+                        v.record_count(),
+                        BATCH_BYTES_MAX,
+                    )
+                    .map_err(|e| corrupt(&seg, pos, &e.to_string()))?;
+                    for r in decoded.iter() {
+                        let r = r.map_err(|e| corrupt(&seg, pos, &e.to_string()))?;
+                        let offset = v.base_offset().plus(i64::from(r.offset_delta));
+                        if let (Some(key), true) = (r.key, offset >= d.first_dirty) {
+                            self.map.put(key, offset);
+                        }
+                    }
+                }
+                end = v.next_offset();
+            }
+            // The whole segment is mapped: the range reaches the next segment's base.
+            end = end.max(seg.next_offset().min(d.first_uncleanable));
+        }
+        Ok(end)
+    }
+
+    /// Rewrites one group of consecutive closed segments into one new segment and swaps it in.
+    async fn clean_group(
+        &mut self,
+        p: &Partition,
+        cfg: &LogConfig,
+        group: &[Rc<Segment>],
+        rules: &Rules,
+        stats: &mut CleanerStats,
+    ) -> Result<()> {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(());
+        };
+        let dir = p.dir().to_path_buf();
+        let base = first.base();
+        let path = swap::cleaned_log_path(&dir, base);
+        let mut meta = SegmentMeta {
+            next_offset: base,
+            index: Some(OffsetIndex::default()),
+            time_index: Some(TimeIndex::default()),
+            ..SegmentMeta::default()
+        };
+        let mut counts = FilterCounts::default();
+        let written = match self
+            .write_cleaned(&path, cfg, group, rules, &mut meta, &mut counts, stats)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        stats.records_read += counts.records_read;
+        stats.records_kept += counts.records_kept;
+        let bases: Vec<Offset> = group.iter().map(|s| s.base()).collect();
+        let txn_entries = p.aborted_entries(Some(&bases));
+        if !txn_entries.is_empty() {
+            write_synced(
+                &swap::cleaned_txn_index_path(&dir, base),
+                &crate::txn_index::TxnIndex::encode_entries(&txn_entries),
+            )?;
+        }
+        let file = p
+            .io_backend()
+            .open(&path, false)
+            .await
+            .map_err(|e| Error::io("open cleaned segment", &path, e))?;
+        meta.size = written;
+        meta.readable = written;
+        meta.next_offset = last.next_offset();
+        meta.bytes_since_index = u64::from(cfg.index_interval_bytes);
+        let new = Rc::new(Segment::with_file(&dir, base, file, meta));
+        let crash_at = self.opts.crash_at;
+        let swapped = p
+            .replace_segments(group, new.clone(), txn_entries, || {
+                swap::commit(&dir, &bases, crash_at)
+            })
+            .await?;
+        if !swapped {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(swap::cleaned_txn_index_path(&dir, base));
+            return Ok(());
+        }
+        new.persist_indexes().await?;
+        stats.bytes_written += written;
+        stats.segments_replaced += group.len() as u64;
+        stats.segments_written += 1;
+        Ok(())
+    }
+
+    /// Writes the retained batches of `group` to `path` and syncs it; returns its length.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_cleaned(
+        &self,
+        path: &Path,
+        cfg: &LogConfig,
+        group: &[Rc<Segment>],
+        rules: &Rules,
+        meta: &mut SegmentMeta,
+        counts: &mut FilterCounts,
+        stats: &mut CleanerStats,
+    ) -> Result<u64> {
+        let out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(path)
+            .await
+            .map_err(|e| Error::io("create cleaned segment", path, e.into()))?;
+        let base = meta.next_offset;
+        let mut written = 0u64;
+        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
+        for seg in group {
+            seg.ensure_indexes(cfg.index_interval_bytes).await?;
+            let mut scan = Scanner::new(seg.file(), 0, seg.readable(), SCAN_CHUNK_BYTES);
+            loop {
+                let (pos, bytes) = match scan.next(true).await? {
+                    ScanItem::Batch { pos, bytes, .. } => (pos, bytes),
+                    ScanItem::End => break,
+                    ScanItem::Defect { pos, what } => return Err(corrupt(seg, pos, what)),
+                };
+                let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
+                stats.bytes_read += v.total_len() as u64;
+                let kept = rules.filter(&v, &self.map, counts).map_err(|e| match e {
+                    Error::CorruptLog { detail, .. } => corrupt(seg, pos, &detail),
+                    other => other,
+                })?;
+                let out_bytes: &[u8] = match &kept {
+                    Filtered::Unchanged => v.as_bytes(),
+                    Filtered::Rewritten(b) => b,
+                    Filtered::Dropped => continue,
+                };
+                // Checked right before it is written: the new batch must read back as valid.
+                let nv = BatchView::parse(out_bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
+                nv.validate_stored(0, BATCH_BYTES_MAX)?;
+                let h = BatchHeader::read(out_bytes)
+                    .ok_or_else(|| corrupt(seg, pos, "cleaned batch without a header"))?;
+                let at = FilePos(written + pending.len() as u64);
+                note_batch_in(meta, base, at, &h, cfg.index_interval_bytes);
+                pending.extend_from_slice(out_bytes);
+                if pending.len() >= WRITE_CHUNK_BYTES {
+                    written += flush(&out, path, &mut pending, written).await?;
+                }
+            }
+        }
+        written += flush(&out, path, &mut pending, written).await?;
+        out.fdatasync()
+            .await
+            .map_err(|e| Error::io("sync cleaned segment", path, e.into()))?;
+        out.close()
+            .await
+            .map_err(|e| Error::io("close cleaned segment", path, e.into()))?;
+        Ok(written)
+    }
+}
+
+/// Writes `pending` at `at` and empties it; returns the bytes written.
+async fn flush(
+    out: &glommio::io::BufferedFile,
+    path: &Path,
+    pending: &mut Vec<u8>,
+    at: u64,
+) -> Result<u64> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let chunk = std::mem::replace(pending, Vec::with_capacity(WRITE_CHUNK_BYTES));
+    let n = chunk.len();
+    let wrote = out
+        .write_at(chunk, at)
+        .await
+        .map_err(|e| Error::io("write cleaned segment", path, e.into()))?;
+    if wrote != n {
+        return Err(Error::io(
+            "write cleaned segment",
+            path,
+            std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
+        ));
+    }
+    Ok(n as u64)
+}
+
+/// The retention rules of one pass.
+struct Rules {
+    /// End of the mapped range: records at or past it are kept as they are.
+    end: Offset,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    /// Last offset of the last batch of every producer the partition knows.
+    producers: HashMap<i64, Offset>,
+    /// The partition's aborted transactions.
+    aborted: Vec<AbortedTxnEntry>,
+    max_out: usize,
+}
+
+impl Rules {
+    fn filter(
+        &self,
+        v: &BatchView<'_>,
+        map: &KeyMap,
+        counts: &mut FilterCounts,
+    ) -> Result<Filtered> {
+        if v.base_offset() >= self.end {
+            return Ok(Filtered::Unchanged);
+        }
+        // Kafka keeps, even empty, the batch holding an active producer's last sequence (so the
+        // producer's next batch is not out of sequence) and the last batch of the cleaned
+        // range (so the range's last offset stays visible).
+        let pid = v.producer_id();
+        let keep_empty = (pid >= 0 && self.producers.get(&pid) == Some(&v.last_offset()))
+            || v.next_offset() == self.end;
+        let empty = if keep_empty {
+            EmptyBatch::Keep
+        } else {
+            EmptyBatch::Drop
+        };
+        if v.is_control() {
+            // A marker stays while records of its transaction may remain before it; it is
+            // dropped once its delete horizon passed (the horizon is set on its first clean).
+            return self.filter_marker(v, empty, counts);
+        }
+        if is_aborted(v, &self.aborted) {
+            return filter::filter_batch(
+                v,
+                self.now_ms,
+                self.delete_retention_ms,
+                false,
+                empty,
+                self.max_out,
+                counts,
+                |_, _| false,
+            );
+        }
+        filter::filter_batch(
+            v,
+            self.now_ms,
+            self.delete_retention_ms,
+            false,
+            empty,
+            self.max_out,
+            counts,
+            |r, horizon_passed| {
+                if r.offset >= self.end {
+                    return true;
+                }
+                let Some(key) = r.key else {
+                    return false;
+                };
+                if map.get(key).is_some_and(|latest| latest > r.offset) {
+                    return false;
+                }
+                !(r.is_tombstone && horizon_passed)
+            },
+        )
+    }
+
+    /// Transaction markers: Kafka keeps a marker until its transaction's records are gone and
+    /// then for `delete.retention.ms` more. An abort marker's records are removed by the
+    /// pass that first cleans it (aborted records never survive a pass), a commit marker's
+    /// records are ordinary records afterwards; so the marker gets its delete horizon on its
+    /// first clean and goes once the horizon has passed.
+    fn filter_marker(
+        &self,
+        v: &BatchView<'_>,
+        empty: EmptyBatch,
+        counts: &mut FilterCounts,
+    ) -> Result<Filtered> {
+        let passed = v.has_delete_horizon() && v.base_timestamp() <= self.now_ms;
+        filter::filter_batch(
+            v,
+            self.now_ms,
+            self.delete_retention_ms,
+            true,
+            empty,
+            self.max_out,
+            counts,
+            |_, _| !passed,
+        )
+    }
+}
+
+/// Whether `v` is a data batch of an aborted transaction.
+fn is_aborted(v: &BatchView<'_>, aborted: &[AbortedTxnEntry]) -> bool {
+    v.is_transactional()
+        && !v.is_control()
+        && aborted.iter().any(|e| {
+            e.producer_id == v.producer_id()
+                && e.first_offset <= v.base_offset()
+                && v.last_offset() < e.last_offset
+        })
+}
+
+/// Consecutive segments grouped so that each group's bytes stay within `max_bytes` and its
+/// offsets within what a segment's relative offsets can express.
+fn group_segments(segs: &[Rc<Segment>], max_bytes: u64) -> Vec<Vec<Rc<Segment>>> {
+    let mut groups: Vec<Vec<Rc<Segment>>> = Vec::new();
+    let mut size = 0u64;
+    for s in segs {
+        let fits = groups.last().is_some_and(|g| {
+            let base = g[0].base();
+            size + s.size() <= max_bytes && s.next_offset().0 - base.0 <= i64::from(i32::MAX)
+        });
+        if fits {
+            size += s.size();
+            if let Some(g) = groups.last_mut() {
+                g.push(s.clone());
+            }
+        } else {
+            size = s.size();
+            groups.push(vec![s.clone()]);
+        }
+    }
+    groups
+}
+
+/// Measures `p`: its clean and dirty bytes and where cleaning must stop. `None` when the log
+/// has no closed segment.
+pub async fn dirtiness(p: &Partition, now_ms: i64) -> Result<Option<Dirtiness>> {
+    let cfg = p.config();
+    let segs = p.closed_segments();
+    let Some(last) = segs.last() else {
+        return Ok(None);
+    };
+    let log_start = p.log_start_offset();
+    let first_dirty = read_checkpoint(p.dir())?
+        .unwrap_or(Offset(0))
+        .max(log_start)
+        .max(segs[0].base());
+    let mut first_uncleanable = last.next_offset().min(p.last_stable_offset());
+    if cfg.min_compaction_lag_ms > 0 {
+        for s in &segs {
+            if s.next_offset() <= first_dirty {
+                continue;
+            }
+            s.ensure_indexes(cfg.index_interval_bytes).await?;
+            let newest = s.meta.borrow().max_timestamp.map(|(t, _)| t);
+            if newest.is_some_and(|t| t > now_ms.saturating_sub(cfg.min_compaction_lag_ms)) {
+                first_uncleanable = first_uncleanable.min(s.base());
+                break;
+            }
+        }
+    }
+    let mut clean_bytes = 0u64;
+    let mut dirty_bytes = 0u64;
+    let mut first_dirty_seg = None;
+    for s in &segs {
+        if s.next_offset() <= first_dirty {
+            clean_bytes += s.size();
+        } else if s.base() < first_uncleanable {
+            dirty_bytes += s.size();
+            first_dirty_seg.get_or_insert_with(|| s.clone());
+        }
+    }
+    let mut overdue = false;
+    if let (Some(s), true) = (first_dirty_seg, cfg.max_compaction_lag_ms < i64::MAX) {
+        let mut scan = Scanner::new(s.file(), 0, s.readable(), 4096);
+        if let ScanItem::Batch { header, .. } = scan.next(false).await? {
+            overdue = header.max_timestamp >= 0
+                && now_ms.saturating_sub(header.max_timestamp) > cfg.max_compaction_lag_ms;
+        }
+    }
+    Ok(Some(Dirtiness {
+        first_dirty,
+        first_uncleanable,
+        clean_bytes,
+        dirty_bytes,
+        overdue,
+    }))
+}
+
+/// The cleaner checkpoint of the partition in `dir`, if any.
+pub fn read_checkpoint(dir: &Path) -> Result<Option<Offset>> {
+    let path = dir.join(CLEANER_CHECKPOINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .map(|v| Some(Offset(v)))
+            .map_err(|e| Error::CorruptLog {
+                segment: path,
+                pos: FilePos(0),
+                detail: format!("bad cleaner checkpoint: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read cleaner checkpoint", path, e)),
+    }
+}
+
+/// Writes the cleaner checkpoint durably. A lost update only makes the next pass map again
+/// what is already clean.
+fn write_checkpoint(dir: &Path, offset: Offset) -> Result<()> {
+    let tmp = dir.join(format!("{CLEANER_CHECKPOINT_FILE}.tmp"));
+    write_synced(&tmp, format!("{}\n", offset.0).as_bytes())?;
+    let path = dir.join(CLEANER_CHECKPOINT_FILE);
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename cleaner checkpoint", &path, e))?;
+    swap::sync_dir(dir)
+}
+
+/// Creates `path` with `bytes` and syncs it (small files: a checkpoint, an index).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io("create file", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("write file", path, e))
+}
+
+fn corrupt(seg: &Segment, pos: FilePos, what: &str) -> Error {
+    Error::CorruptLog {
+        segment: seg.log_path(),
+        pos,
+        detail: format!("cleaner: {what}"),
+    }
+}
+
+fn corrupt_err(seg: &Segment, pos: FilePos, e: &Error) -> Error {
+    corrupt(seg, pos, &e.to_string())
+}
