@@ -100,6 +100,21 @@ struct StartArgs {
     /// How often expired offsets are deleted, in ms [default: 600000].
     #[arg(long)]
     offsets_retention_check_interval_ms: Option<u64>,
+    /// Partitions of __transaction_state when the broker creates it [default: 50].
+    #[arg(long)]
+    transaction_state_log_num_partitions: Option<i32>,
+    /// Longest transaction timeout a producer may ask for, in ms [default: 900000].
+    #[arg(long)]
+    transaction_max_timeout_ms: Option<i32>,
+    /// How often transactions open past their timeout are aborted, in ms [default: 10000].
+    #[arg(long)]
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    /// How long a transactional id without transactions is kept, in ms [default: 604800000].
+    #[arg(long)]
+    transactional_id_expiration_ms: Option<u64>,
+    /// How often expired transactional ids are removed, in ms [default: 3600000].
+    #[arg(long)]
+    transaction_remove_expired_transaction_cleanup_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -121,6 +136,13 @@ impl StartArgs {
             group_max_size: self.group_max_size,
             offsets_retention_minutes: self.offsets_retention_minutes,
             offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
+            transaction_state_log_num_partitions: self.transaction_state_log_num_partitions,
+            transaction_max_timeout_ms: self.transaction_max_timeout_ms,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: self
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            transaction_remove_expired_transaction_cleanup_interval_ms: self
+                .transaction_remove_expired_transaction_cleanup_interval_ms,
             ..ConfigLayer::default()
         }
     }

@@ -65,6 +65,8 @@ pub struct ShardState {
     pub metrics: crate::metrics::ShardMetrics,
     /// The consumer groups this shard coordinates.
     pub groups: crate::groups::coordinator::GroupsShard,
+    /// The transactional ids this shard coordinates.
+    pub txns: crate::txn::coordinator::TxnShard,
     /// Producer ids for idempotent producers (the durable counter on the control shard).
     pub producer_ids: crate::producer_ids::ProducerIds,
 }
@@ -202,6 +204,7 @@ async fn run_shard(
             ),
             metrics: crate::metrics::ShardMetrics::new(),
             groups: crate::groups::coordinator::GroupsShard::default(),
+            txns: crate::txn::coordinator::TxnShard::default(),
             producer_ids: crate::producer_ids::ProducerIds::new(producer_id_store),
         })
         .await
@@ -231,6 +234,9 @@ async fn run_shard(
         crate::groups::ensure_offsets_topic(&ctx)
             .await
             .map_err(|e| format!("cannot create {}: {e}", crate::groups::OFFSETS_TOPIC))?;
+        crate::txn::ensure_txn_topic(&ctx)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", crate::txn::TXN_TOPIC))?;
     }
     let listener = server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -261,6 +267,7 @@ async fn run_shard(
     };
     spawn_retention(&ctx, shared.clone());
     crate::groups::start(&ctx, shared.clone());
+    crate::txn::start(&ctx, shared.clone());
     let handler = Rc::new(KafkaHandler {
         ctx: ctx.clone(),
         peer: None,

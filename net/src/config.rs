@@ -32,6 +32,16 @@ pub const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 30 * 60 * 1000;
 pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
 /// Default `offsets.retention.check.interval.ms` (Kafka's default, 10 minutes).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default `transaction.state.log.num.partitions` (Kafka's default).
+pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Default `transaction.max.timeout.ms` (Kafka's default, 15 minutes).
+pub const TRANSACTION_MAX_TIMEOUT_MS_DEFAULT: i32 = 15 * 60 * 1000;
+/// Default `transaction.abort.timed.out.transaction.cleanup.interval.ms` (Kafka's default).
+pub const TRANSACTION_ABORT_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// Default `transactional.id.expiration.ms` (Kafka's default, 7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Default `transaction.remove.expired.transaction.cleanup.interval.ms` (Kafka's default, 1 hour).
+pub const TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT: u64 = 60 * 60 * 1000;
 /// Default address of the admin HTTP listener (metrics, status).
 pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 /// The `admin-listen` value that turns the admin listener off.
@@ -79,6 +89,11 @@ pub struct ConfigLayer {
     pub group_max_size: Option<i32>,
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_retention_check_interval_ms: Option<u64>,
+    pub transaction_state_log_num_partitions: Option<i32>,
+    pub transaction_max_timeout_ms: Option<i32>,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    pub transactional_id_expiration_ms: Option<u64>,
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -138,6 +153,21 @@ impl ConfigLayer {
             offsets_retention_check_interval_ms: over
                 .offsets_retention_check_interval_ms
                 .or(self.offsets_retention_check_interval_ms),
+            transaction_state_log_num_partitions: over
+                .transaction_state_log_num_partitions
+                .or(self.transaction_state_log_num_partitions),
+            transaction_max_timeout_ms: over
+                .transaction_max_timeout_ms
+                .or(self.transaction_max_timeout_ms),
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: over
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .or(self.transaction_abort_timed_out_transaction_cleanup_interval_ms),
+            transactional_id_expiration_ms: over
+                .transactional_id_expiration_ms
+                .or(self.transactional_id_expiration_ms),
+            transaction_remove_expired_transaction_cleanup_interval_ms: over
+                .transaction_remove_expired_transaction_cleanup_interval_ms
+                .or(self.transaction_remove_expired_transaction_cleanup_interval_ms),
         }
     }
 }
@@ -178,6 +208,17 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     /// How often each coordinator shard looks for expired offsets.
     pub offsets_retention_check_interval_ms: u64,
+    /// Partitions of `__transaction_state` when the broker creates it (an existing topic keeps
+    /// its count: transactional ids are mapped by the count the topic has).
+    pub transaction_state_log_num_partitions: i32,
+    /// Longest transaction timeout a producer may ask for (INVALID_TRANSACTION_TIMEOUT above).
+    pub transaction_max_timeout_ms: i32,
+    /// How often each coordinator shard aborts transactions open past their timeout.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// How long a transactional id without transactions is kept.
+    pub transactional_id_expiration_ms: u64,
+    /// How often each coordinator shard removes expired transactional ids.
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -264,6 +305,34 @@ impl BrokerConfig {
                 message: format!("{offsets_retention_minutes} must be at least 1"),
             });
         }
+        let transaction_state_log_num_partitions = layer
+            .transaction_state_log_num_partitions
+            .unwrap_or(TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT);
+        if let Err(e) = crate::topics::check_partition_count(transaction_state_log_num_partitions)
+        {
+            return Err(ConfigError::Invalid {
+                key: "transaction-state-log-num-partitions",
+                message: e.to_string(),
+            });
+        }
+        let transaction_max_timeout_ms = layer
+            .transaction_max_timeout_ms
+            .unwrap_or(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
+        if transaction_max_timeout_ms < 1 {
+            return Err(ConfigError::Invalid {
+                key: "transaction-max-timeout-ms",
+                message: format!("{transaction_max_timeout_ms} must be at least 1"),
+            });
+        }
+        let transactional_id_expiration_ms = layer
+            .transactional_id_expiration_ms
+            .unwrap_or(TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT);
+        if transactional_id_expiration_ms < 1 || transactional_id_expiration_ms > i64::MAX as u64 {
+            return Err(ConfigError::Invalid {
+                key: "transactional-id-expiration-ms",
+                message: format!("{transactional_id_expiration_ms} must be at least 1"),
+            });
+        }
         Ok(BrokerConfig {
             data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             listen,
@@ -296,6 +365,17 @@ impl BrokerConfig {
             offsets_retention_check_interval_ms: layer
                 .offsets_retention_check_interval_ms
                 .unwrap_or(OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
+                .max(1),
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: layer
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .unwrap_or(TRANSACTION_ABORT_INTERVAL_MS_DEFAULT)
+                .max(1),
+            transactional_id_expiration_ms,
+            transaction_remove_expired_transaction_cleanup_interval_ms: layer
+                .transaction_remove_expired_transaction_cleanup_interval_ms
+                .unwrap_or(TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT)
                 .max(1),
         })
     }

@@ -18,4 +18,5 @@ pub mod server;
 pub mod socket_writer;
 pub mod topic_configs;
 pub mod topics;
+pub mod txn;
 pub mod txn_markers;

@@ -1,12 +1,12 @@
-//! FindCoordinator (key 10): which broker coordinates a group (key type 0), one key (v0-v3) or
-//! a batch of keys (v4+).
+//! FindCoordinator (key 10): which broker coordinates a group (key type 0) or a transactional
+//! id (key type 1), one key (v0-v3) or a batch of keys (v4+).
 //!
-//! A single node coordinates every group; the answer is this broker once `__consumer_offsets`
-//! exists (COORDINATOR_NOT_AVAILABLE before, which clients retry). Which shard holds the group
-//! is internal: any connection reaches it through the mesh. Transaction coordinators do not
-//! exist yet, so transaction keys (key type 1) are answered COORDINATOR_NOT_AVAILABLE with a
-//! message saying so; share coordinators (key type 2) are INVALID_REQUEST, as from a Kafka
-//! broker without share groups. Runs on the connection's shard.
+//! A single node coordinates every group and transactional id; the answer is this broker once
+//! `__consumer_offsets` (groups) or `__transaction_state` (transactions) exists
+//! (COORDINATOR_NOT_AVAILABLE before, which clients retry). Which shard holds the key is
+//! internal: any connection reaches it through the mesh. Share coordinators (key type 2) are
+//! INVALID_REQUEST, as from a Kafka broker without share groups. Runs on the connection's
+//! shard.
 
 use std::rc::Rc;
 
@@ -17,6 +17,7 @@ use sluice_protocol::messages::request_header::RequestHeader;
 use crate::broker::BrokerCtx;
 use crate::errors;
 use crate::groups;
+use crate::txn;
 
 /// Versions served.
 pub const VERSIONS: (i16, i16) = (0, 6);
@@ -64,17 +65,12 @@ fn coordinator(ctx: &BrokerCtx, key: String, key_type: i8) -> Coordinator {
         error_message: Some(message),
         ..Coordinator::default()
     };
-    match key_type {
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => {
-            return failed(
-                key,
-                errors::COORDINATOR_NOT_AVAILABLE,
-                "this broker has no transaction coordinator yet: transactional producers are \
-                 not supported"
-                    .into(),
-            )
-        }
+    let (exists, topic) = match key_type {
+        KEY_TYPE_GROUP => (
+            groups::offsets_partition_count(ctx).is_some(),
+            groups::OFFSETS_TOPIC,
+        ),
+        KEY_TYPE_TRANSACTION => (txn::txn_partition_count(ctx).is_some(), txn::TXN_TOPIC),
         other => {
             return failed(
                 key,
@@ -82,12 +78,12 @@ fn coordinator(ctx: &BrokerCtx, key: String, key_type: i8) -> Coordinator {
                 format!("coordinator key type {other} is not supported"),
             )
         }
-    }
-    if groups::offsets_partition_count(ctx).is_none() {
+    };
+    if !exists {
         return failed(
             key,
             errors::COORDINATOR_NOT_AVAILABLE,
-            format!("{} does not exist yet", groups::OFFSETS_TOPIC),
+            format!("{topic} does not exist yet"),
         );
     }
     let config = &ctx.state().config;

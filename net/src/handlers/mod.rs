@@ -17,6 +17,8 @@ use sluice_protocol::{ApiKey, Request, Response};
 use crate::broker::BrokerCtx;
 use crate::connection::{OrderPoint, Reply};
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -28,6 +30,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -37,6 +41,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -112,6 +117,11 @@ handlers! {
     ListGroups => list_groups,
     DescribeGroups => describe_groups,
     DeleteGroups => delete_groups,
+    AddPartitionsToTxn => add_partitions_to_txn,
+    AddOffsetsToTxn => add_offsets_to_txn,
+    EndTxn => end_txn,
+    DescribeTransactions => describe_transactions,
+    ListTransactions => list_transactions,
     WriteTxnMarkers => write_txn_markers,
 }
 
