@@ -884,23 +884,12 @@ impl Partition {
     /// batch granularity: the base offset of the first qualifying batch (its records are not
     /// decoded), the last offset of the batch holding the max timestamp. Runs on the home shard.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>> {
-        self.offset_for_timestamp_below(ts, Offset(i64::MAX)).await
-    }
-
-    /// [`Partition::offset_for_timestamp`] over the batches below `bound` only, which is also
-    /// what "latest" answers when lower than the high watermark (`read_committed` ListOffsets
-    /// passes the last stable offset). Runs on the home shard.
-    pub async fn offset_for_timestamp_below(
-        &self,
-        ts: i64,
-        bound: Offset,
-    ) -> Result<Option<(Offset, i64)>> {
         let inner = &self.inner;
         let (log_start, hw, segs) = {
             let st = inner.st.borrow();
             (
                 st.log_start,
-                st.writer.written_offset().min(bound),
+                st.writer.written_offset(),
                 st.segments.values().cloned().collect::<Vec<_>>(),
             )
         };
@@ -1073,7 +1062,6 @@ impl Partition {
             st.durable = st.durable.min(new_end);
             st.log_start = st.log_start.min(new_end);
             st.unflushed_records = 0;
-            st.producers.truncate_to(new_end);
             for s in &later {
                 st.txns.remove_segment(s.base());
             }
@@ -1083,6 +1071,19 @@ impl Partition {
             inner.check_invariants(&st);
         }
         inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
+        // The producer state is rebuilt as at open (snapshot at or below the new end, then a
+        // replay): trimming it would not do, as a cut marker must reopen its transaction.
+        let segments = inner.st.borrow().segments.clone();
+        match rebuild_producer_state(&inner.dir, &segments, new_end).await {
+            Ok((producers, from, aborted)) => {
+                let mut st = inner.st.borrow_mut();
+                st.producers = producers;
+                st.txns
+                    .rebuild_from(from, aborted)
+                    .map_err(|e| Error::io("rebuild aborted-transaction index", &inner.dir, e))?;
+            }
+            Err(e) => return Err(inner.poison("rebuild producer state", e.to_string())),
+        }
         Ok(new_end)
     }
 
@@ -1652,7 +1653,7 @@ fn producer_batch(records: &[u8]) -> Result<Option<IncomingBatch>> {
 }
 
 /// Rebuilds the producer state at open: the newest snapshot valid for the log, then every
-/// batch after it; without a snapshot, the batches of the active segment. Returns the table,
+/// batch after it; without a snapshot, every batch of the log. Returns the table,
 /// the offset the replay started from, and the aborted transactions whose markers it met
 /// (with their segments' bases), from which the aborted-transaction index of that range is
 /// rebuilt.
@@ -1663,8 +1664,11 @@ async fn rebuild_producer_state(
 ) -> Result<(ProducerStateTable, Offset, Vec<(Offset, AbortedTxnEntry)>)> {
     let loaded = producer_state::load_latest_snapshot(dir, log_end)
         .map_err(|e| Error::io("read producer snapshot", dir, e))?;
-    let active_base = segments.keys().next_back().copied().unwrap_or(Offset(0));
-    let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), active_base));
+    // Without a snapshot every segment is replayed: a transaction still open in an older
+    // segment must hold the last stable offset back (a log that never rolled has one segment;
+    // truncation below every kept snapshot is the other, rare, case).
+    let first_base = segments.keys().next().copied().unwrap_or(Offset(0));
+    let (mut table, from) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), first_base));
     let now = now_ms();
     let mut aborted = Vec::new();
     for seg in segments.values() {

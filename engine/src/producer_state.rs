@@ -21,9 +21,9 @@
 //! The table is rebuilt after a restart from a snapshot (written when a segment rolls, see
 //! [`ProducerStateTable::encode_snapshot`]) plus a replay of the batches after the snapshot's
 //! offset; replay goes through [`ProducerStateTable::replay`], which records without checking.
-//! Without a snapshot (a log that never rolled since it was written) the active segment is
-//! replayed; producers seen only in older segments are then unknown, which only relaxes their
-//! next sequence check, as for an expired producer.
+//! Without a snapshot (a log that never rolled since it was written, or one truncated below
+//! every kept snapshot) the whole log is replayed: an open transaction must be known wherever
+//! it started, or the last stable offset would pass it.
 //! Snapshots keep all cached batches, not only the last, so duplicate detection is as good after
 //! a restart as before it. Plain data: owned by the partition, on the partition's home shard.
 
@@ -467,22 +467,6 @@ impl ProducerStateTable {
             e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_append_ms) < expiration_ms
         });
         before - self.producers.len()
-    }
-
-    /// Forgets the batches at or after `offset` (after the log was truncated there): producers
-    /// whose every cached batch is gone are dropped; an open transaction that started there is
-    /// dropped with them. The next appends of those producers are then accepted as from an
-    /// unknown producer.
-    pub fn truncate_to(&mut self, offset: Offset) {
-        self.producers.retain(|_, e| {
-            while e.batches.back().is_some_and(|b| b.last_offset >= offset) {
-                e.batches.pop_back();
-            }
-            if e.txn_first_offset.is_some_and(|first| first >= offset) {
-                e.txn_first_offset = None;
-            }
-            !e.batches.is_empty() || e.txn_first_offset.is_some()
-        });
     }
 
     /// The table as snapshot bytes, valid for a log whose batches up to (not including)
@@ -950,20 +934,6 @@ mod tests {
         assert_eq!(t.expire(11_000, 10_000), 1);
         assert!(t.get(PID).is_none());
         assert!(t.get(9).is_some());
-    }
-
-    #[test]
-    fn truncation_forgets_batches_beyond_the_new_end() {
-        let mut t = ProducerStateTable::new();
-        let mut next = 0;
-        produce(&mut t, batch(0, 0, 2), &mut next).unwrap();
-        produce(&mut t, batch(0, 2, 2), &mut next).unwrap();
-        t.truncate_to(Offset(2));
-        assert_eq!(t.get(PID).unwrap().last_seq(), Some(1));
-        // The truncated batch may now be written again.
-        assert_eq!(t.check(&batch(0, 2, 2)), Ok(Verdict::Append));
-        t.truncate_to(Offset(0));
-        assert!(t.is_empty());
     }
 
     #[test]
