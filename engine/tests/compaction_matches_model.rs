@@ -1,0 +1,330 @@
+//! Property: under random keyed appends (values and tombstones, every codec), cleaner passes
+//! with a key map far smaller than the key set (so passes split), clean reopens and crash
+//! reopens, the compacted log always agrees with a model of what was appended: offsets strictly
+//! increase, every visible record is the record appended at its offset, the latest record of
+//! every key is visible (a latest tombstone may have been removed), and no key shows a value
+//! older than its latest. Also: a crash at each step of the segment swap leaves a log that
+//! reopens as either the old or the new segments, and cleaning then completes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure should panic loudly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use proptest::prelude::*;
+use sluice_engine::batch::BatchIter;
+use sluice_engine::builder::BatchBuilder;
+use sluice_engine::cleaner::{Cleaner, CleanerOptions, SwapStep};
+use sluice_engine::compression::Codec;
+use sluice_engine::config::LogConfig;
+use sluice_engine::durability::Durability;
+use sluice_engine::partition::{now_ms, Partition, ShardContext};
+use sluice_engine::records::decode_records;
+
+/// (offset, key, value) of one record.
+type Rec = (i64, Vec<u8>, Option<Vec<u8>>);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        records: Vec<(u8, Option<u16>)>,
+        codec: u8,
+    },
+    Clean,
+    Reopen,
+    CrashReopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (prop::collection::vec((0u8..40, prop::option::weighted(0.85, any::<u16>())), 1..12), 0u8..5)
+            .prop_map(|(records, codec)| Op::Append { records, codec }),
+        3 => Just(Op::Clean),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::CrashReopen),
+    ]
+}
+
+fn codec(c: u8) -> Codec {
+    [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ][c as usize % 5]
+}
+
+fn config(delete_retention_ms: i64) -> Arc<LogConfig> {
+    Arc::new(
+        LogConfig::from_pairs([
+            ("segment.bytes", "4096"),
+            ("index.interval.bytes", "256"),
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0"),
+            (
+                "delete.retention.ms",
+                delete_retention_ms.to_string().as_str(),
+            ),
+        ])
+        .unwrap(),
+    )
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key-{k:03}").into_bytes()
+}
+
+fn value(v: u16) -> Vec<u8> {
+    // Large enough that segments roll every few batches.
+    format!("value-{v:05}-{}", "x".repeat(usize::from(v % 97))).into_bytes()
+}
+
+async fn append(p: &Partition, recs: &[(u8, Option<u16>)], c: u8) -> i64 {
+    let mut b = BatchBuilder::new(codec(c));
+    for (k, v) in recs {
+        let v = v.map(value);
+        b.append(now_ms(), Some(&key(*k)), v.as_deref(), &[])
+            .unwrap();
+    }
+    let info = p
+        .append(b.build().unwrap(), Durability::Written)
+        .await
+        .unwrap();
+    info.base_offset.0
+}
+
+/// Every visible record from the log start, checking offsets increase.
+async fn visible(p: &Partition) -> Vec<Rec> {
+    let mut out: Vec<Rec> = Vec::new();
+    let mut at = p.log_start_offset();
+    let hw = p.high_watermark();
+    while at < hw {
+        let r = p.read(at, 64 * 1024).await.unwrap();
+        let bytes = r.to_vec();
+        assert!(
+            !bytes.is_empty(),
+            "read at {at} below the high watermark {hw} returned nothing"
+        );
+        let mut next = at;
+        for item in BatchIter::new(&bytes) {
+            let (_, v) = item.unwrap();
+            v.validate_stored(0, 1 << 26).unwrap();
+            let d = decode_records(v.attributes(), v.records(), v.record_count(), 1 << 26).unwrap();
+            for r in d.iter() {
+                let r = r.unwrap();
+                let off = v.base_offset().0 + i64::from(r.offset_delta);
+                if off < at.0 {
+                    continue;
+                }
+                if let Some((last, _, _)) = out.last() {
+                    assert!(off > *last, "offsets not increasing: {last} then {off}");
+                }
+                out.push((off, r.key.unwrap().to_vec(), r.value.map(<[u8]>::to_vec)));
+            }
+            next = v.next_offset();
+        }
+        assert!(next > at, "no progress at {at}");
+        at = next;
+    }
+    out
+}
+
+/// The checks against the model (`appended`: every record ever appended, by offset).
+fn check(vis: &[Rec], appended: &BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>) {
+    let mut latest: BTreeMap<&[u8], i64> = BTreeMap::new();
+    for (off, (k, _)) in appended {
+        latest.insert(k, *off);
+    }
+    let mut seen: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for (off, k, v) in vis {
+        let (ak, av) = appended.get(off).expect("a visible offset was appended");
+        assert_eq!(
+            (ak, av),
+            (k, v),
+            "record at {off} differs from what was appended"
+        );
+        seen.insert(k.clone(), *off);
+    }
+    for (k, off) in &latest {
+        let (_, v) = &appended[off];
+        match (seen.get(*k), v) {
+            (Some(s), _) => assert_eq!(
+                s,
+                off,
+                "key {:?}: last visible offset {s} is not its latest {off}",
+                String::from_utf8_lossy(k)
+            ),
+            (None, Some(_)) => panic!(
+                "key {:?}: latest value at {off} is gone",
+                String::from_utf8_lossy(k)
+            ),
+            (None, None) => {} // a tombstone past its horizon was removed
+        }
+    }
+}
+
+fn run_ops(root: &Path, ops: Vec<Op>, delete_retention_ms: i64) {
+    let cfg = config(delete_retention_ms);
+    run(root, || async move {
+        let ctx = ShardContext::default();
+        let mut p = open(root, &cfg, &ctx).await;
+        let mut cleaner = Cleaner::new(CleanerOptions {
+            // 16 slots (14 usable): a log of 40 keys needs several passes.
+            key_map_bytes: 16 * 24,
+            crash_at: None,
+        });
+        let mut appended: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Append { records, codec } => {
+                    let base = append(&p, &records, codec).await;
+                    for (i, (k, v)) in records.iter().enumerate() {
+                        appended.insert(base + i as i64, (key(*k), v.map(value)));
+                    }
+                }
+                Op::Clean => {
+                    cleaner.clean(&p, now_ms()).await.unwrap();
+                }
+                Op::Reopen => {
+                    p.close().await.unwrap();
+                    p = open(root, &cfg, &ctx).await;
+                }
+                Op::CrashReopen => {
+                    p.flush().await.unwrap();
+                    drop(p);
+                    p = open(root, &cfg, &ctx).await;
+                }
+            }
+            let vis = visible(&p).await;
+            check(&vis, &appended);
+        }
+        // A final full clean leaves one record per live key in the cleaned range.
+        cleaner.clean(&p, now_ms()).await.unwrap();
+        let vis = visible(&p).await;
+        check(&vis, &appended);
+        p.close().await.unwrap();
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compacted_log_matches_the_model(ops in prop::collection::vec(op(), 1..60), drop_tombstones in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        run_ops(dir.path(), ops, if drop_tombstones { 0 } else { 86_400_000 });
+    }
+}
+
+#[test]
+fn many_versions_shrink_to_one_per_key_with_segments_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let mut appended = BTreeMap::new();
+        let mut cleaner = Cleaner::new(CleanerOptions::default());
+        let mut counts = Vec::new();
+        for pass in 0..2u16 {
+            for round in 0..40u16 {
+                let recs: Vec<(u8, Option<u16>)> =
+                    (0..10u8).map(|k| (k, Some(pass * 100 + round))).collect();
+                let base = append(&p, &recs, 0).await;
+                for (i, (k, v)) in recs.iter().enumerate() {
+                    appended.insert(base + i as i64, (key(*k), v.map(value)));
+                }
+            }
+            let before = p.segment_count();
+            let stats = cleaner.clean(&p, now_ms()).await.unwrap();
+            assert!(
+                stats.passes >= 1 && stats.bytes_written < stats.bytes_read,
+                "{stats:?}"
+            );
+            counts.push((before, p.segment_count()));
+            check(&visible(&p).await, &appended);
+        }
+        // The second clean merges the small segments the first one left.
+        let (before, after) = counts[1];
+        assert!(after < before, "segments {counts:?}");
+        let vis = visible(&p).await;
+        // At most the active segment's records plus one per key below it.
+        let active_records = vis
+            .iter()
+            .filter(|(o, _, _)| *o >= p.log_end_offset().0 - 400)
+            .count();
+        assert!(vis.len() <= active_records + 10, "{} visible", vis.len());
+        // The log reopens with the cleaned segments and shows the same records.
+        p.close().await.unwrap();
+        let p = open(&root, &cfg, &ctx).await;
+        assert_eq!(visible(&p).await, vis);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_crash_at_each_swap_step_leaves_old_or_new_segments() {
+    for step in [
+        SwapStep::CleanedWritten,
+        SwapStep::Committed,
+        SwapStep::OldRemoved,
+        SwapStep::Renamed,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let cfg = config(86_400_000);
+        run(&root.clone(), || async move {
+            let ctx = ShardContext::default();
+            let p = open(&root, &cfg, &ctx).await;
+            let mut appended = BTreeMap::new();
+            for round in 0..30u16 {
+                let recs: Vec<(u8, Option<u16>)> = (0..8u8)
+                    .map(|k| (k, (k != 3 || round < 29).then_some(round)))
+                    .collect();
+                let base = append(&p, &recs, 0).await;
+                for (i, (k, v)) in recs.iter().enumerate() {
+                    appended.insert(base + i as i64, (key(*k), v.map(value)));
+                }
+            }
+            p.flush().await.unwrap();
+            let all = visible(&p).await;
+            let mut crashing = Cleaner::new(CleanerOptions {
+                crash_at: Some(step),
+                ..CleanerOptions::default()
+            });
+            assert!(
+                crashing.clean(&p, now_ms()).await.is_err(),
+                "{step:?}: injected crash"
+            );
+            drop(p);
+            let p = open(&root, &cfg, &ctx).await;
+            let vis = visible(&p).await;
+            check(&vis, &appended);
+            if step == SwapStep::CleanedWritten {
+                assert_eq!(vis, all, "an uncommitted swap leaves the old segments");
+            } else {
+                assert!(
+                    vis.len() < all.len(),
+                    "{step:?}: a committed swap is finished"
+                );
+            }
+            let leftovers: Vec<String> = std::fs::read_dir(p.dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                .collect();
+            assert!(leftovers.is_empty(), "{step:?}: {leftovers:?}");
+            Cleaner::new(CleanerOptions::default())
+                .clean(&p, now_ms())
+                .await
+                .unwrap();
+            check(&visible(&p).await, &appended);
+            p.close().await.unwrap();
+        });
+    }
+}
