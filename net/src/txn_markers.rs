@@ -119,6 +119,25 @@ async fn write_on_home(
                     m.committed,
                     m.coordinator_epoch,
                 );
+                // On `__consumer_offsets` the marker ends the transaction's offset commits
+                // there (TxnOffsetCommit): the group coordinator applies (commit) or drops
+                // (abort) them once the marker is durable, in the marker's own task, so that a
+                // dropped call cannot leave them pending.
+                let groups_hook = (tp.topic.as_ref() == crate::groups::OFFSETS_TOPIC)
+                    .then(|| (home.clone(), tp.partition));
+                let append = async move {
+                    let written = append.await;
+                    if let (Ok(offset), Some((ctx, partition))) = (&written, &groups_hook) {
+                        crate::groups::coordinator::txn_marker_written(
+                            ctx,
+                            *partition,
+                            m.producer_id,
+                            m.committed,
+                            offset.0,
+                        );
+                    }
+                    written
+                };
                 // Its own task: the marker is written even if this call is dropped meanwhile.
                 pending.push((i, tp, glommio::spawn_local(append).detach()));
             }
@@ -153,8 +172,4 @@ async fn write_on_home(
 async fn after_marker(home: &Rc<BrokerCtx>, tp: &TopicPartition, m: MarkerSpec, offset: Offset) {
     home.state().notifier.notify(tp);
     tracing::debug!(%tp, producer_id = m.producer_id, committed = m.committed, offset = offset.0, "transaction marker written");
-    // Group-coordinator hook: a marker on a partition of `__consumer_offsets`
-    // (crate::groups::OFFSETS_TOPIC) ends the transaction's pending offset commits there
-    // (TxnOffsetCommit): applied on commit, dropped on abort. It belongs here, on the
-    // partition's home shard, after the marker is durable.
 }

@@ -10,7 +10,7 @@
 //! `RefCell`s that are never borrowed across an await.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,7 +18,9 @@ use glommio::channels::local_channel::{self, LocalSender};
 use sluice_engine::builder::BatchBuilder;
 use sluice_engine::compression::Codec;
 use sluice_engine::durability::Durability;
+use sluice_engine::error::Error as EngineError;
 use sluice_engine::partition::{now_ms, Partition};
+use sluice_engine::producer_state::NO_SEQUENCE;
 use sluice_engine::types::TopicPartition;
 
 use crate::broker::BrokerCtx;
@@ -50,6 +52,19 @@ pub struct GroupsShard {
     sync_waiters: RefCell<HashMap<(String, String), LocalSender<SyncReply>>>,
     /// Makes member ids unique on this shard.
     member_seq: Cell<u64>,
+    /// The last transaction marker of each producer on each of this shard's offsets
+    /// partitions, by (partition, producer id). A TxnOffsetCommit whose write completes after
+    /// the marker that ends its transaction was applied finds the outcome here (see
+    /// [`txn_commit`]).
+    markers: RefCell<HashMap<(i32, i64), AppliedMarker>>,
+}
+
+/// A transaction marker applied to the groups of an offsets partition.
+#[derive(Clone, Copy, Debug)]
+struct AppliedMarker {
+    offset: i64,
+    committed: bool,
+    applied_ms: i64,
 }
 
 impl GroupsShard {
@@ -186,6 +201,7 @@ pub async fn join(ctx: &Rc<BrokerCtx>, group_id: String, mut req: JoinRequest) -
             && !group.has_members()
             && group.pending.is_empty()
             && group.offsets.is_empty()
+            && group.txn_offsets.is_empty()
             && group.generation == 0
         {
             groups.remove(&group_id);
@@ -349,7 +365,144 @@ pub async fn commit(
     if offsets.is_empty() {
         return Ok(());
     }
-    let entries: Vec<(Bytes, Option<Bytes>)> = offsets
+    let base = append(ctx, partition, offset_entries(group_id, &offsets), None).await?;
+    let mut groups = ctx.state().groups.groups.borrow_mut();
+    if let Some(g) = groups.get_mut(group_id) {
+        for (i, mut o) in offsets.into_iter().enumerate() {
+            o.offset.record_offset = base + i as i64;
+            g.commit(&o.topic, o.partition, o.offset);
+        }
+    }
+    Ok(())
+}
+
+/// A TxnOffsetCommit as the handler received it, its partitions already checked.
+pub struct TxnCommitCall {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub offsets: Vec<OffsetToCommit>,
+}
+
+/// Handles a TxnOffsetCommit: validates the member and generation (when given), writes the
+/// offsets to the group's partition as a transactional batch of the producer, durably, and
+/// keeps them pending in the group until the producer's transaction ends.
+///
+/// The batch carries the producer id and epoch, so the partition's producer state opens the
+/// transaction there (its last stable offset stalls until the marker) and refuses an epoch
+/// older than the producer's (INVALID_PRODUCER_EPOCH: a fenced producer cannot commit
+/// offsets). The marker that ends the transaction reaches [`txn_marker_written`].
+///
+/// Runs on the coordinator shard.
+pub async fn txn_commit(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    call: TxnCommitCall,
+) -> Result<(), i16> {
+    let shard = &ctx.state().groups;
+    {
+        let mut groups = shard.groups.borrow_mut();
+        match groups.get(&call.group_id) {
+            Some(g) => g.validate_txn_commit(
+                &call.member_id,
+                call.instance_id.as_deref(),
+                call.generation,
+            )?,
+            None if call.generation < 0 => {
+                let delay = ctx.state().config.group_initial_rebalance_delay_ms as i64;
+                groups.insert(
+                    call.group_id.clone(),
+                    Group::new(&call.group_id, delay, now_ms()),
+                );
+            }
+            None => return Err(errors::ILLEGAL_GENERATION),
+        }
+    }
+    if call.offsets.is_empty() {
+        return Ok(());
+    }
+    let producer = (call.producer_id, call.producer_epoch);
+    let entries = offset_entries(&call.group_id, &call.offsets);
+    let base = append(ctx, partition, entries, Some(producer)).await?;
+    // The marker ending this transaction may have been applied while this write waited for
+    // its fdatasync (both complete in the same flush round): then its outcome applies now.
+    let ended = shard
+        .markers
+        .borrow()
+        .get(&(partition, call.producer_id))
+        .filter(|m| m.offset > base)
+        .map(|m| m.committed);
+    let mut groups = shard.groups.borrow_mut();
+    // A group deleted meanwhile took its pending offsets with it (Kafka's tombstones do).
+    if let Some(g) = groups.get_mut(&call.group_id) {
+        for (i, mut o) in call.offsets.into_iter().enumerate() {
+            o.offset.record_offset = base + i as i64;
+            match ended {
+                None => g.txn_commit(call.producer_id, &o.topic, o.partition, o.offset),
+                Some(true) => g.commit(&o.topic, o.partition, o.offset),
+                Some(false) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A transaction marker of `producer_id` is durable at `marker_offset` of this shard's
+/// partition `partition` of `__consumer_offsets`: the offsets the producer's transaction
+/// committed there become the committed offsets of their groups (a commit marker), or are
+/// dropped (an abort). Nothing is written: the marker itself is what a restart replays.
+///
+/// A partition still loading has nothing to apply it to; the load reads the log up to the
+/// high watermark it sees last, which includes this marker, and applies it from there.
+///
+/// Runs on the partition's home shard.
+pub fn txn_marker_written(
+    ctx: &BrokerCtx,
+    partition: i32,
+    producer_id: i64,
+    committed: bool,
+    marker_offset: i64,
+) {
+    let shard = &ctx.state().groups;
+    if shard.load_state(partition) != Some(LoadState::Loaded) {
+        return;
+    }
+    let Some(n) = super::offsets_partition_count(ctx) else {
+        return;
+    };
+    shard.markers.borrow_mut().insert(
+        (partition, producer_id),
+        AppliedMarker {
+            offset: marker_offset,
+            committed,
+            applied_ms: now_ms(),
+        },
+    );
+    let mut groups = shard.groups.borrow_mut();
+    for g in groups.values_mut() {
+        if g.txn_offsets.contains_key(&producer_id) && super::partition_for(&g.id, n) == partition {
+            let count = g.complete_txn(producer_id, committed);
+            tracing::debug!(
+                group = %g.id,
+                producer_id,
+                committed,
+                offsets = count,
+                "transactional offset commits completed"
+            );
+        }
+    }
+}
+
+/// How long a marker is remembered for TxnOffsetCommit writes that complete after it: far
+/// longer than one flush round.
+const MARKER_MEMORY_MS: i64 = 60_000;
+
+/// The records of offset commits.
+fn offset_entries(group_id: &str, offsets: &[OffsetToCommit]) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
         .iter()
         .map(|o| {
             (
@@ -363,43 +516,58 @@ pub async fn commit(
                 })),
             )
         })
-        .collect();
-    append(ctx, partition, entries).await?;
-    let mut groups = ctx.state().groups.groups.borrow_mut();
-    if let Some(g) = groups.get_mut(group_id) {
-        for o in offsets {
-            g.commit(&o.topic, o.partition, o.offset);
-        }
-    }
-    Ok(())
+        .collect()
+}
+
+/// One partition's answer to an offset fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// `None` for a partition without a committed offset.
+    pub offset: Option<CommittedOffset>,
+    /// An open transaction holds an offset of this partition (only reported when the fetch
+    /// asked for stable offsets: OffsetFetch answers UNSTABLE_OFFSET_COMMIT for it).
+    pub unstable: bool,
 }
 
 /// The committed offsets of a group: every one when `wanted` is `None`, else those asked
-/// for (`None` for a partition without a committed offset). A group that does not exist has
-/// no offsets.
+/// for. Offsets of open transactions are never returned; with `require_stable` the
+/// partitions they touch are marked unstable. A group that does not exist has no offsets.
 ///
 /// Runs on the coordinator shard.
 pub fn fetch_offsets(
     ctx: &Rc<BrokerCtx>,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, i32, Option<CommittedOffset>)> {
+    require_stable: bool,
+) -> Vec<FetchedOffset> {
     let groups = ctx.state().groups.groups.borrow();
-    let empty = BTreeMap::new();
-    let offsets = groups.get(group_id).map_or(&empty, |g| &g.offsets);
+    let group = groups.get(group_id);
+    let row = |topic: String, partition: i32| {
+        let unstable =
+            require_stable && group.is_some_and(|g| g.has_pending_txn_offset(&topic, partition));
+        let offset = group
+            .and_then(|g| g.offsets.get(&(topic.clone(), partition)))
+            .cloned();
+        FetchedOffset {
+            topic,
+            partition,
+            offset,
+            unstable,
+        }
+    };
     match wanted {
-        None => offsets
-            .iter()
-            .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
+        None => group
+            .map(|g| g.offsets.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, p)| row(t, p))
             .collect(),
         Some(topics) => topics
             .into_iter()
-            .flat_map(|(t, parts)| {
-                parts.into_iter().map(move |p| {
-                    let o = offsets.get(&(t.clone(), p)).cloned();
-                    (t.clone(), p, o)
-                })
-            })
+            .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
+            .map(|(t, p)| row(t, p))
             .collect(),
     }
 }
@@ -438,7 +606,9 @@ pub async fn delete_offsets(
                 codes.push(errors::GROUP_SUBSCRIBED_TO_TOPIC);
             } else {
                 codes.push(errors::NONE);
-                if g.offsets.contains_key(&(t.clone(), *p)) {
+                // An offset of an open transaction gets a tombstone too (its commit marker
+                // must not bring it back), as in Kafka.
+                if g.offsets.contains_key(&(t.clone(), *p)) || g.has_pending_txn_offset(t, *p) {
                     tombstones.push((t.clone(), *p));
                 }
             }
@@ -450,11 +620,11 @@ pub async fn delete_offsets(
             .iter()
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
-        append(ctx, partition, entries).await?;
+        append(ctx, partition, entries, None).await?;
         let mut groups = ctx.state().groups.groups.borrow_mut();
         if let Some(g) = groups.get_mut(group_id) {
-            for k in tombstones {
-                g.offsets.remove(&k);
+            for (t, p) in tombstones {
+                g.remove_offset(&t, p);
             }
         }
     }
@@ -462,7 +632,8 @@ pub async fn delete_offsets(
 }
 
 /// Handles one group of a DeleteGroups: only a group without members can go; its metadata
-/// and offsets are tombstoned.
+/// and offsets, those of open transactions included, are tombstoned (Kafka does not wait for
+/// the transactions: their markers then find nothing to commit).
 ///
 /// Runs on the coordinator shard.
 pub async fn delete_group(ctx: &Rc<BrokerCtx>, partition: i32, group_id: &str) -> i16 {
@@ -476,14 +647,14 @@ pub async fn delete_group(ctx: &Rc<BrokerCtx>, partition: i32, group_id: &str) -
             GroupState::Empty => {}
             _ => return errors::NON_EMPTY_GROUP,
         }
-        g.offsets.keys().cloned().collect::<Vec<_>>()
+        g.offset_partitions()
     };
     let mut entries: Vec<(Bytes, Option<Bytes>)> = keys
         .iter()
         .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
         .collect();
     entries.push((records::group_key(group_id), None));
-    if let Err(code) = append(ctx, partition, entries).await {
+    if let Err(code) = append(ctx, partition, entries, None).await {
         return code;
     }
     let mut groups = ctx.state().groups.groups.borrow_mut();
@@ -499,6 +670,11 @@ pub async fn delete_group(ctx: &Rc<BrokerCtx>, partition: i32, group_id: &str) -
 /// Runs on the coordinator shard.
 pub async fn tick(ctx: &Rc<BrokerCtx>) {
     let now = now_ms();
+    ctx.state()
+        .groups
+        .markers
+        .borrow_mut()
+        .retain(|_, m| now - m.applied_ms < MARKER_MEMORY_MS);
     let due: Vec<(String, Effects)> = {
         let mut groups = ctx.state().groups.groups.borrow_mut();
         groups
@@ -550,7 +726,7 @@ pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
         if emptied {
             entries.push((records::group_key(&group_id), None));
         }
-        if let Err(code) = append(ctx, partition, entries).await {
+        if let Err(code) = append(ctx, partition, entries, None).await {
             tracing::warn!(group = %group_id, code, "cannot expire offsets");
             continue;
         }
@@ -565,6 +741,7 @@ pub async fn expire_offsets(ctx: &Rc<BrokerCtx>) {
             if emptied
                 && g.state == GroupState::Empty
                 && g.offsets.is_empty()
+                && g.txn_offsets.is_empty()
                 && g.pending.is_empty()
             {
                 groups.remove(&group_id);
@@ -587,10 +764,10 @@ pub async fn forget_topic(ctx: &Rc<BrokerCtx>, topic: &str) {
             .values()
             .filter_map(|g| {
                 let parts: Vec<i32> = g
-                    .offsets
-                    .keys()
+                    .offset_partitions()
+                    .into_iter()
                     .filter(|(t, _)| t == topic)
-                    .map(|(_, p)| *p)
+                    .map(|(_, p)| p)
                     .collect();
                 (!parts.is_empty()).then(|| (g.id.clone(), parts))
             })
@@ -601,12 +778,15 @@ pub async fn forget_topic(ctx: &Rc<BrokerCtx>, topic: &str) {
             .iter()
             .map(|p| (records::offset_key(&group_id, topic, *p), None))
             .collect();
-        if let Err(code) = append(ctx, super::partition_for(&group_id, n), entries).await {
+        let partition = super::partition_for(&group_id, n);
+        if let Err(code) = append(ctx, partition, entries, None).await {
             tracing::warn!(group = %group_id, topic, code, "cannot delete offsets of a deleted topic");
             continue;
         }
         if let Some(g) = ctx.state().groups.groups.borrow_mut().get_mut(&group_id) {
-            g.offsets.retain(|(t, _), _| t != topic);
+            for p in parts {
+                g.remove_offset(topic, p);
+            }
         }
     }
 }
@@ -625,8 +805,11 @@ fn expiry(
         .into_iter()
         .filter_map(|k| g.offsets.get(&k).cloned().map(|o| (k, o)))
         .collect();
-    let emptied =
-        g.state == GroupState::Empty && g.pending.is_empty() && expired.len() == g.offsets.len();
+    // A group with open transactions stays: their offsets may still become committed ones.
+    let emptied = g.state == GroupState::Empty
+        && g.pending.is_empty()
+        && g.txn_offsets.is_empty()
+        && expired.len() == g.offsets.len();
     (!expired.is_empty() || emptied).then_some((expired, emptied))
 }
 
@@ -694,7 +877,14 @@ async fn persist_group(ctx: &Rc<BrokerCtx>, group_id: &str) -> Result<(), i16> {
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     let partition = super::partition_for(group_id, n);
-    append(ctx, partition, vec![(records::group_key(group_id), value)]).await
+    append(
+        ctx,
+        partition,
+        vec![(records::group_key(group_id), value)],
+        None,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The stored form of a group.
@@ -724,17 +914,26 @@ pub fn group_value(g: &Group) -> Bytes {
 }
 
 /// Appends records (key, value or tombstone) to this shard's partition `partition` of
-/// `__consumer_offsets` and waits for fdatasync.
+/// `__consumer_offsets` and waits for fdatasync; returns the offset of the first record.
+/// With `transaction` (producer id and epoch) the batch is transactional, without sequence
+/// numbers, as Kafka writes transactional offset commits; the producer's epoch is checked
+/// against the partition's producer state (INVALID_PRODUCER_EPOCH for a fenced one).
 ///
 /// Runs on the coordinator shard.
 async fn append(
     ctx: &Rc<BrokerCtx>,
     partition: i32,
     entries: Vec<(Bytes, Option<Bytes>)>,
-) -> Result<(), i16> {
+    transaction: Option<(i64, i16)>,
+) -> Result<i64, i16> {
     let p = offsets_partition(ctx, partition)?;
     let now = now_ms();
     let mut builder = BatchBuilder::new(Codec::None);
+    if let Some((producer_id, producer_epoch)) = transaction {
+        builder = builder
+            .producer(producer_id, producer_epoch, NO_SEQUENCE)
+            .transactional(true);
+    }
     for (key, value) in &entries {
         builder
             .append(now, Some(key), value.as_deref(), &[])
@@ -747,13 +946,22 @@ async fn append(
         tracing::error!(error = %e, "cannot build a __consumer_offsets batch");
         errors::UNKNOWN_SERVER_ERROR
     })?;
-    p.append(batch, Durability::Synced).await.map_err(|e| {
-        tracing::error!(partition, error = %e, "cannot write to __consumer_offsets");
-        // Kafka answers a failed write of the coordinator log with NOT_COORDINATOR /
-        // COORDINATOR_NOT_AVAILABLE so that clients look the coordinator up again.
-        errors::COORDINATOR_NOT_AVAILABLE
-    })?;
-    Ok(())
+    let written = if transaction.is_some() {
+        p.append_from_coordinator(batch, Durability::Synced).await
+    } else {
+        p.append(batch, Durability::Synced).await
+    };
+    match written {
+        Ok(info) => Ok(info.base_offset.0),
+        // A fenced producer: the client learns it, nothing was written.
+        Err(e @ EngineError::Producer { .. }) => Err(e.kafka_code()),
+        Err(e) => {
+            tracing::error!(partition, error = %e, "cannot write to __consumer_offsets");
+            // Kafka answers a failed write of the coordinator log with NOT_COORDINATOR /
+            // COORDINATOR_NOT_AVAILABLE so that clients look the coordinator up again.
+            Err(errors::COORDINATOR_NOT_AVAILABLE)
+        }
+    }
 }
 
 /// This shard's open partition `partition` of `__consumer_offsets`.
@@ -785,6 +993,7 @@ mod tests {
             metadata: String::new(),
             commit_timestamp_ms: 50,
             expire_timestamp_ms: None,
+            record_offset: 0,
         };
         g.commit("t", 0, o.clone());
         assert_eq!(expiry(&g, 1_049, 1_000), None);

@@ -4,6 +4,13 @@
 //! (the log is not compacted yet, so this is also what compaction would keep). [`Rebuild`] is
 //! the pure part, fed with the raw batches; [`load_partition`] reads them from the partition.
 //! Runs on the partition's home shard.
+//!
+//! Transactional batches (TxnOffsetCommit) hold offsets of their producer's open transaction:
+//! they are kept aside per producer until a control batch (the transaction marker) ends it; a
+//! commit makes them committed offsets where no commit later in the log exists, an abort drops
+//! them, and those of transactions still open when the log ends come back as the groups'
+//! pending transactional offsets. An offset tombstone also removes the partition's offsets
+//! from every open transaction, as in Kafka.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -31,8 +38,10 @@ pub async fn load_partition(ctx: &Rc<BrokerCtx>, partition: i32) -> Result<Vec<G
         .map_err(|code| format!("partition {partition} is not available (error {code})"))?;
     let mut rebuild = Rebuild::new(partition);
     let mut next = p.log_start_offset();
-    let end = p.high_watermark();
-    while next < end {
+    // The high watermark is read again each round: a transaction marker written while the
+    // partition loads is applied from the log, not by the marker hook (which ignores partitions
+    // still loading), and nothing can be appended between the last check and the install.
+    while next < p.high_watermark() {
         let read = p
             .read(next, LOAD_READ_BYTES)
             .await
@@ -56,7 +65,12 @@ pub struct Rebuild {
     /// Latest group metadata by group (`None`: deleted).
     metas: HashMap<String, Option<GroupValue>>,
     offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
+    /// Offsets of open transactions: by producer id, then group.
+    txn_offsets: HashMap<i64, TxnOffsets>,
 }
+
+/// The offsets one transaction committed, by group.
+type TxnOffsets = HashMap<String, BTreeMap<(String, i32), CommittedOffset>>;
 
 impl Rebuild {
     pub fn new(partition: i32) -> Rebuild {
@@ -64,12 +78,13 @@ impl Rebuild {
             partition,
             metas: HashMap::new(),
             offsets: HashMap::new(),
+            txn_offsets: HashMap::new(),
         }
     }
 
     /// Applies the records of the batches in `buf` that end after `next` (a read may start
     /// inside a batch already applied); returns the offset after the last batch applied.
-    /// Control batches (transaction markers) carry no group state and are skipped.
+    /// A control batch (transaction marker) ends its producer's transaction.
     pub fn apply_batches(&mut self, buf: &[u8], next: Offset) -> Result<Offset, String> {
         let mut next = next;
         for item in BatchIter::new(buf) {
@@ -79,9 +94,6 @@ impl Rebuild {
                 continue;
             }
             next = batch_next;
-            if batch.is_control() {
-                continue;
-            }
             let decoded = decode_records(
                 batch.attributes(),
                 batch.records(),
@@ -89,11 +101,31 @@ impl Rebuild {
                 LOAD_DECOMPRESSED_BYTES_MAX,
             )
             .map_err(|e| e.to_string())?;
+            if batch.is_control() {
+                // A marker record's key: version int16, type int16 (0 abort, 1 commit).
+                let marker = decoded.iter().next().and_then(Result::ok).and_then(|r| {
+                    r.key
+                        .filter(|k| k.len() >= 4)
+                        .map(|k| k[3] == 1 && k[2] == 0)
+                });
+                match marker {
+                    Some(committed) => self.end_txn(batch.producer_id(), committed),
+                    None => tracing::warn!(
+                        partition = self.partition,
+                        offset = batch.base_offset().0,
+                        "skipping an unreadable transaction marker"
+                    ),
+                }
+                continue;
+            }
+            let producer = batch.is_transactional().then(|| batch.producer_id());
+            let base = batch.base_offset().0;
             for record in decoded.iter() {
                 let record = record.map_err(|e| e.to_string())?;
                 let Some(key) = record.key else { continue };
+                let at = base + i64::from(record.offset_delta);
                 match records::decode_key(key) {
-                    Ok(key) => self.apply(key, record.value),
+                    Ok(key) => self.apply(key, record.value, at, producer),
                     // Kafka skips keys it does not know too (newer record types).
                     Err(e) => tracing::warn!(
                         partition = self.partition,
@@ -106,38 +138,52 @@ impl Rebuild {
         Ok(next)
     }
 
-    /// Applies one record.
-    fn apply(&mut self, key: RecordKey, value: Option<&[u8]>) {
+    /// Applies one record stored at `at`; `producer` is the producer of the transactional
+    /// batch holding it, if it is in one.
+    fn apply(&mut self, key: RecordKey, value: Option<&[u8]>, at: i64, producer: Option<i64>) {
         let partition = self.partition;
         match key {
             RecordKey::Offset {
                 group,
                 topic,
                 partition: p,
-            } => {
-                let entry = self.offsets.entry(group).or_default();
-                match value.map(records::decode_offset_value) {
-                    None => {
-                        entry.remove(&(topic, p));
+            } => match value.map(records::decode_offset_value) {
+                None => {
+                    let k = (topic, p);
+                    if let Some(o) = self.offsets.get_mut(&group) {
+                        o.remove(&k);
                     }
-                    Some(Ok(v)) => {
-                        entry.insert(
-                            (topic, p),
-                            CommittedOffset {
-                                offset: v.offset,
-                                leader_epoch: v.leader_epoch,
-                                metadata: v.metadata,
-                                commit_timestamp_ms: v.commit_timestamp,
-                                expire_timestamp_ms: (v.expire_timestamp >= 0)
-                                    .then_some(v.expire_timestamp),
-                            },
-                        );
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(partition, error = %e, "skipping an unreadable offset commit")
+                    for txn in self.txn_offsets.values_mut() {
+                        if let Some(o) = txn.get_mut(&group) {
+                            o.remove(&k);
+                        }
                     }
                 }
-            }
+                Some(Ok(v)) => {
+                    let o = CommittedOffset {
+                        offset: v.offset,
+                        leader_epoch: v.leader_epoch,
+                        metadata: v.metadata,
+                        commit_timestamp_ms: v.commit_timestamp,
+                        expire_timestamp_ms: (v.expire_timestamp >= 0)
+                            .then_some(v.expire_timestamp),
+                        record_offset: at,
+                    };
+                    let entry = match producer {
+                        None => self.offsets.entry(group).or_default(),
+                        Some(id) => self
+                            .txn_offsets
+                            .entry(id)
+                            .or_default()
+                            .entry(group)
+                            .or_default(),
+                    };
+                    entry.insert((topic, p), o);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(partition, error = %e, "skipping an unreadable offset commit")
+                }
+            },
             RecordKey::Group { group } => match value.map(records::decode_group_value) {
                 None => {
                     self.metas.insert(group, None);
@@ -152,7 +198,30 @@ impl Rebuild {
         }
     }
 
-    /// The groups that exist after the replay: those with metadata or committed offsets.
+    /// Ends the transaction of `producer_id` (its marker): a commit makes its offsets committed
+    /// offsets unless a commit later in the log exists; an abort drops them.
+    fn end_txn(&mut self, producer_id: i64, committed: bool) {
+        let Some(txn) = self.txn_offsets.remove(&producer_id) else {
+            return;
+        };
+        if !committed {
+            return;
+        }
+        for (group, offsets) in txn {
+            let entry = self.offsets.entry(group).or_default();
+            for (k, o) in offsets {
+                if entry
+                    .get(&k)
+                    .is_none_or(|old| old.record_offset < o.record_offset)
+                {
+                    entry.insert(k, o);
+                }
+            }
+        }
+    }
+
+    /// The groups that exist after the replay: those with metadata, committed offsets or
+    /// offsets in open transactions.
     /// Members come back in their stored generation and must heartbeat within their session
     /// timeout from `now_ms`.
     pub fn into_groups(mut self, initial_delay_ms: i64, now_ms: i64) -> Vec<Group> {
@@ -167,6 +236,13 @@ impl Rebuild {
                     .filter(|(_, o)| !o.is_empty())
                     .map(|(k, _)| k.clone()),
             )
+            .chain(
+                self.txn_offsets
+                    .values()
+                    .flat_map(|t| t.iter())
+                    .filter(|(_, o)| !o.is_empty())
+                    .map(|(k, _)| k.clone()),
+            )
             .collect();
         ids.sort();
         ids.dedup();
@@ -178,6 +254,11 @@ impl Rebuild {
                 }
                 if let Some(o) = self.offsets.remove(&id) {
                     g.offsets = o;
+                }
+                for (producer_id, txn) in &mut self.txn_offsets {
+                    if let Some(o) = txn.remove(&id).filter(|o| !o.is_empty()) {
+                        g.txn_offsets.insert(*producer_id, o);
+                    }
                 }
                 g
             })
@@ -330,11 +411,86 @@ mod tests {
                 metadata: String::new(),
                 commit_timestamp_ms: 0,
                 expire_timestamp_ms: None,
+                record_offset: 0,
             },
         );
         assert_eq!(r.apply_batches(&buf, Offset(2)).unwrap(), Offset(3));
         let groups = r.into_groups(0, 0);
         assert_eq!(groups[0].offsets[&("t".to_string(), 0)].offset, 3);
+    }
+
+    /// A batch of `entries` at `base`: transactional for `producer` when given.
+    fn batch_at(base: i64, producer: Option<i64>, entries: &[(Bytes, Option<Bytes>)]) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Codec::None).base_offset(base);
+        if let Some(id) = producer {
+            b = b
+                .producer(id, 0, sluice_engine::producer_state::NO_SEQUENCE)
+                .transactional(true);
+        }
+        for (k, v) in entries {
+            b.append(0, Some(k), v.as_deref(), &[]).unwrap();
+        }
+        b.build().unwrap().to_vec()
+    }
+
+    fn marker_at(base: i64, producer: i64, commit: bool) -> Vec<u8> {
+        let mut m = sluice_engine::builder::control_marker_batch(commit, 0, producer, 0, 0)
+            .unwrap()
+            .to_vec();
+        sluice_engine::batch::set_base_offset(&mut m, Offset(base));
+        m
+    }
+
+    #[test]
+    fn transactional_offsets_wait_for_their_marker_and_open_ones_stay_pending() {
+        let mut buf = Vec::new();
+        buf.extend(batch_at(0, None, &[offset("g1", "t", 0, Some(5))]));
+        buf.extend(batch_at(
+            1,
+            Some(7),
+            &[offset("g1", "t", 0, Some(8)), offset("g1", "t", 1, Some(3))],
+        ));
+        buf.extend(batch_at(3, Some(9), &[offset("g2", "t", 0, Some(1))]));
+        buf.extend(batch_at(4, Some(11), &[offset("g1", "t", 2, Some(4))]));
+        // A regular commit later in the log than the transaction's wins over it.
+        buf.extend(batch_at(5, None, &[offset("g1", "t", 1, Some(100))]));
+        buf.extend(batch_at(6, Some(13), &[offset("g1", "t", 3, Some(6))]));
+        // A tombstone removes the partition from the open transaction too.
+        buf.extend(batch_at(7, None, &[offset("g1", "t", 3, None)]));
+        buf.extend(marker_at(8, 7, true));
+        buf.extend(marker_at(9, 9, false));
+        buf.extend(marker_at(10, 13, true));
+        let mut r = Rebuild::new(0);
+        assert_eq!(r.apply_batches(&buf, Offset(0)).unwrap(), Offset(11));
+        let groups = r.into_groups(0, 0);
+        let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["g1"],
+            "g2 only had offsets of an aborted transaction"
+        );
+        let g1 = &groups[0];
+        let o: Vec<(i32, i64, i64)> = g1
+            .offsets
+            .iter()
+            .map(|((_, p), o)| (*p, o.offset, o.record_offset))
+            .collect();
+        assert_eq!(o, vec![(0, 8, 1), (1, 100, 5)]);
+        // Producer 11's transaction is still open: its offset is pending, not committed.
+        assert_eq!(g1.txn_offsets.len(), 1);
+        assert_eq!(g1.txn_offsets[&11][&("t".to_string(), 2)].offset, 4);
+        assert!(g1.has_pending_txn_offset("t", 2));
+    }
+
+    #[test]
+    fn a_group_with_only_an_open_transaction_exists() {
+        let buf = batch_at(0, Some(7), &[offset("g", "t", 0, Some(2))]);
+        let mut r = Rebuild::new(0);
+        r.apply_batches(&buf, Offset(0)).unwrap();
+        let groups = r.into_groups(0, 0);
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].offsets.is_empty());
+        assert_eq!(groups[0].txn_offsets[&7].len(), 1);
     }
 
     #[test]

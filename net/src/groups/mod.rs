@@ -152,14 +152,14 @@ pub async fn committed_offsets(
 ) -> Result<Vec<CommittedOffsetInfo>, i16> {
     let group = group_id.to_string();
     let offsets = on_coordinator(ctx, group_id, move |home, _| async move {
-        coordinator::fetch_offsets(&home, &group, None)
+        coordinator::fetch_offsets(&home, &group, None, false)
     })
     .await?;
     Ok(offsets
         .into_iter()
-        .filter_map(|(topic, partition, o)| {
-            o.map(|o| CommittedOffsetInfo {
-                tp: TopicPartition::new(&topic, partition),
+        .filter_map(|f| {
+            f.offset.map(|o| CommittedOffsetInfo {
+                tp: TopicPartition::new(&f.topic, f.partition),
                 offset: o.offset,
                 metadata: o.metadata,
                 commit_timestamp_ms: o.commit_timestamp_ms,

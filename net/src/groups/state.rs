@@ -131,6 +131,11 @@ pub struct CommittedOffset {
     pub commit_timestamp_ms: i64,
     /// An explicit expiry (OffsetCommit v2-v4 `retention_time_ms`), else `None`.
     pub expire_timestamp_ms: Option<i64>,
+    /// The offset of the record in `__consumer_offsets` that stored this commit (-1 before
+    /// it is written). Of a regular and a transactional commit of the same partition, the one
+    /// later in the log wins, whichever completes first (Kafka keeps the record offset for
+    /// this, so that compaction of the topic cannot bring an older commit back).
+    pub record_offset: i64,
 }
 
 /// The answer to one JoinGroup.
@@ -246,6 +251,11 @@ pub struct Group {
     /// KIP-394 member ids handed out but not yet used to join, with their expiry.
     pub pending: HashMap<String, i64>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside transactions still open (TxnOffsetCommit), by producer id.
+    /// OffsetFetch does not see them; the producer's commit marker on the group's
+    /// `__consumer_offsets` partition makes them committed offsets, its abort marker drops
+    /// them (Kafka's pending transactional offsets).
+    pub txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     /// When the group entered its current state (Kafka's currentStateTimestamp).
     pub state_since_ms: i64,
     /// PreparingRebalance: when the join phase ends at the latest.
@@ -276,6 +286,7 @@ impl Group {
             static_members: HashMap::new(),
             pending: HashMap::new(),
             offsets: BTreeMap::new(),
+            txn_offsets: BTreeMap::new(),
             state_since_ms: now_ms,
             join_deadline_ms: None,
             initial_delay_left_ms: 0,
@@ -564,10 +575,114 @@ impl Group {
         Ok(())
     }
 
-    /// Records a committed offset (after it is durable). A standalone consumer's commit gives
-    /// an Empty group a last-activity time to expire from.
+    /// Checks that a TxnOffsetCommit by this member and generation may commit, as Kafka checks
+    /// a transactional commit: like [`Group::validate_commit`], except that a request without
+    /// member and generation (TxnOffsetCommit before v3 carries neither) is accepted whatever
+    /// the group's state, and a rebalance in progress does not refuse it (the transaction,
+    /// not the generation, decides whether these offsets count).
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), i16> {
+        if self.state == GroupState::Dead {
+            return Err(errors::COORDINATOR_NOT_AVAILABLE);
+        }
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            return Ok(());
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        self.validate_member(member_id, instance_id)?;
+        if generation != self.generation {
+            return Err(errors::ILLEGAL_GENERATION);
+        }
+        Ok(())
+    }
+
+    /// Records a committed offset (after it is durable), unless the partition already has one
+    /// stored later in the log. A standalone consumer's commit gives an Empty group a
+    /// last-activity time to expire from.
     pub fn commit(&mut self, topic: &str, partition: i32, offset: CommittedOffset) {
-        self.offsets.insert((topic.to_string(), partition), offset);
+        let key = (topic.to_string(), partition);
+        if self
+            .offsets
+            .get(&key)
+            .is_some_and(|o| o.record_offset > offset.record_offset)
+        {
+            return;
+        }
+        self.offsets.insert(key, offset);
+    }
+
+    /// Records an offset committed inside the open transaction of `producer_id` (after it is
+    /// durable); a later record of the same partition in the same transaction replaces it.
+    pub fn txn_commit(
+        &mut self,
+        producer_id: i64,
+        topic: &str,
+        partition: i32,
+        offset: CommittedOffset,
+    ) {
+        let pending = self.txn_offsets.entry(producer_id).or_default();
+        let key = (topic.to_string(), partition);
+        if pending
+            .get(&key)
+            .is_some_and(|o| o.record_offset > offset.record_offset)
+        {
+            return;
+        }
+        pending.insert(key, offset);
+    }
+
+    /// Ends the transaction of `producer_id` for this group: on commit its offsets become the
+    /// committed offsets (each only where no commit stored later in the log exists), on abort
+    /// they are dropped. Returns how many offsets the transaction held.
+    pub fn complete_txn(&mut self, producer_id: i64, committed: bool) -> usize {
+        let Some(pending) = self.txn_offsets.remove(&producer_id) else {
+            return 0;
+        };
+        let n = pending.len();
+        if committed {
+            for ((topic, partition), o) in pending {
+                self.commit(&topic, partition, o);
+            }
+        }
+        n
+    }
+
+    /// Whether an open transaction holds an offset of this partition (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT for it; retention keeps the committed
+    /// offset until the transaction ends).
+    pub fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.txn_offsets.values().any(|o| o.contains_key(&key))
+    }
+
+    /// The partitions with a committed offset or an offset in an open transaction.
+    pub fn offset_partitions(&self) -> Vec<(String, i32)> {
+        let mut keys: Vec<(String, i32)> = self
+            .offsets
+            .keys()
+            .chain(self.txn_offsets.values().flat_map(|o| o.keys()))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Applies a tombstone of a partition's offset: the committed offset goes, and so does
+    /// the partition's offset in every open transaction (their commit will not bring it back),
+    /// as when Kafka replays an offset tombstone.
+    pub fn remove_offset(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        self.offsets.remove(&key);
+        for pending in self.txn_offsets.values_mut() {
+            pending.remove(&key);
+        }
     }
 
     /// Lets time pass: expires members and pending member ids, ends a join phase at its
@@ -642,6 +757,7 @@ impl Group {
     pub fn mark_dead(&mut self, now_ms: i64) {
         self.set_state(GroupState::Dead, now_ms);
         self.offsets.clear();
+        self.txn_offsets.clear();
     }
 
     /// Rebuilds a group from its stored metadata (start-up). Members come back in the stored
@@ -696,6 +812,8 @@ impl Group {
         }
         self.offsets
             .iter()
+            // An offset that an open transaction is about to replace stays until it ends.
+            .filter(|((t, p), _)| !self.has_pending_txn_offset(t, *p))
             .filter(|(_, o)| match o.expire_timestamp_ms {
                 Some(expiry) => expiry <= now_ms,
                 None => {

@@ -439,6 +439,7 @@ fn offsets_of_empty_groups_expire_after_the_retention() {
         metadata: String::new(),
         commit_timestamp_ms: ts,
         expire_timestamp_ms: None,
+        record_offset: 0,
     };
     g.commit("t", 0, at(100));
     g.commit(
@@ -512,4 +513,128 @@ fn a_handed_out_member_id_that_is_never_used_stops_holding_up_the_rebalance() {
     let fx = g.tick(10_100);
     assert_eq!(fx.joins.len(), 1);
     assert_eq!(g.generation, 2);
+}
+
+fn offset_at(offset: i64, record_offset: i64) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+        expire_timestamp_ms: None,
+        record_offset,
+    }
+}
+
+#[test]
+fn transactional_commits_are_checked_like_commits_but_without_rebalance_or_old_versions() {
+    let mut g = stable_one();
+    // TxnOffsetCommit before v3 carries neither member nor generation: accepted even with
+    // members (the transaction decides), unlike an OffsetCommit without a member.
+    assert_eq!(g.validate_txn_commit("", None, -1), Ok(()));
+    assert_eq!(g.validate_txn_commit("a", None, 1), Ok(()));
+    assert_eq!(
+        g.validate_txn_commit("a", None, 0),
+        Err(errors::ILLEGAL_GENERATION)
+    );
+    assert_eq!(
+        g.validate_txn_commit("zz", None, 1),
+        Err(errors::UNKNOWN_MEMBER_ID)
+    );
+    assert_eq!(
+        g.validate_txn_commit("a", None, -1),
+        Err(errors::ILLEGAL_GENERATION),
+        "a member id without its generation"
+    );
+    // CompletingRebalance refuses an OffsetCommit but not a transactional one.
+    join_new(&mut g, "b", &["range"], 100);
+    g.join(join_req("a", "x", &["range"]), &LIMITS, 101);
+    assert_eq!(g.state, GroupState::CompletingRebalance);
+    assert_eq!(
+        g.validate_commit("a", None, 2),
+        Err(errors::REBALANCE_IN_PROGRESS)
+    );
+    assert_eq!(g.validate_txn_commit("a", None, 2), Ok(()));
+    // A static member replaced by a newer instance is fenced.
+    g.static_members.insert("inst".into(), "b".into());
+    assert_eq!(
+        g.validate_txn_commit("a", Some("inst"), 2),
+        Err(errors::FENCED_INSTANCE_ID)
+    );
+    g.mark_dead(200);
+    assert_eq!(
+        g.validate_txn_commit("", None, -1),
+        Err(errors::COORDINATOR_NOT_AVAILABLE)
+    );
+}
+
+#[test]
+fn pending_transactional_offsets_become_committed_only_on_commit_and_only_if_newer() {
+    let mut g = Group::new("g", 0, 0);
+    g.commit("t", 0, offset_at(5, 10));
+    g.txn_commit(7, "t", 0, offset_at(8, 11));
+    g.txn_commit(7, "t", 1, offset_at(3, 11));
+    // A later record of the same partition in the same transaction replaces the earlier one,
+    // an earlier one completing late does not.
+    g.txn_commit(7, "t", 1, offset_at(4, 13));
+    g.txn_commit(7, "t", 1, offset_at(2, 12));
+    g.txn_commit(9, "t", 2, offset_at(1, 14));
+    assert_eq!(
+        g.offsets[&("t".to_string(), 0)].offset,
+        5,
+        "pending is invisible"
+    );
+    assert!(g.has_pending_txn_offset("t", 0));
+    assert!(g.has_pending_txn_offset("t", 2));
+    assert!(!g.has_pending_txn_offset("t", 3));
+    assert_eq!(
+        g.offset_partitions(),
+        vec![
+            ("t".to_string(), 0),
+            ("t".to_string(), 1),
+            ("t".to_string(), 2)
+        ]
+    );
+    // A regular commit after the transactional one in the log wins over it.
+    g.commit("t", 1, offset_at(100, 15));
+    assert_eq!(g.complete_txn(7, true), 2);
+    assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 8);
+    assert_eq!(g.offsets[&("t".to_string(), 1)].offset, 100);
+    assert!(!g.has_pending_txn_offset("t", 0));
+    // An abort drops them; a marker of a producer without offsets here changes nothing.
+    assert_eq!(g.complete_txn(9, false), 1);
+    assert!(!g.offsets.contains_key(&("t".to_string(), 2)));
+    assert_eq!(g.complete_txn(9, true), 0);
+    assert!(g.txn_offsets.is_empty());
+}
+
+#[test]
+fn a_tombstone_removes_the_offset_from_open_transactions_too() {
+    let mut g = Group::new("g", 0, 0);
+    g.commit("t", 0, offset_at(5, 1));
+    g.txn_commit(7, "t", 0, offset_at(6, 2));
+    g.txn_commit(7, "u", 0, offset_at(1, 2));
+    g.remove_offset("t", 0);
+    assert!(g.offsets.is_empty());
+    assert!(!g.has_pending_txn_offset("t", 0));
+    g.complete_txn(7, true);
+    assert!(
+        !g.offsets.contains_key(&("t".to_string(), 0)),
+        "not brought back"
+    );
+    assert_eq!(g.offsets[&("u".to_string(), 0)].offset, 1);
+}
+
+#[test]
+fn retention_keeps_an_offset_that_an_open_transaction_will_replace() {
+    let mut g = Group::new("g", 0, 0);
+    g.commit("t", 0, offset_at(5, 1));
+    g.commit("t", 1, offset_at(5, 1));
+    g.txn_commit(7, "t", 0, offset_at(6, 2));
+    assert_eq!(
+        g.expired_offsets(1_000_000, 1_000),
+        vec![("t".to_string(), 1)]
+    );
+    g.complete_txn(7, false);
+    assert_eq!(g.expired_offsets(1_000_000, 1_000).len(), 2);
 }

@@ -30,6 +30,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -49,6 +50,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 /// A served API: its key and the version range the broker advertises.
@@ -122,6 +124,8 @@ handlers! {
     EndTxn => end_txn,
     DescribeTransactions => describe_transactions,
     ListTransactions => list_transactions,
+    TxnOffsetCommit => txn_offset_commit,
+    DescribeProducers => describe_producers,
     WriteTxnMarkers => write_txn_markers,
 }
 

@@ -70,6 +70,8 @@ pub async fn handle(
                         commit_timestamp_ms,
                         expire_timestamp_ms: (request.retention_time_ms >= 0)
                             .then(|| commit_timestamp_ms.saturating_add(request.retention_time_ms)),
+                        // Known once written.
+                        record_offset: -1,
                     },
                 });
             }

@@ -1,9 +1,11 @@
 //! OffsetFetch (key 9): a group's committed offsets, for the partitions asked or (topics null,
 //! v2+) all of them; one group (v0-v7) or several (v8+). A partition without a committed
 //! offset is -1 with no error. Group-level failures (COORDINATOR_LOAD_IN_PROGRESS, ...) are
-//! the top-level error from v2 and each partition's error before. There are no transactional
-//! offsets pending, so `require_stable` needs no wait. Runs on the connection's shard; the
-//! lookup runs on each group's coordinator shard.
+//! the top-level error from v2 and each partition's error before. Offsets committed in open
+//! transactions (TxnOffsetCommit) are not returned; with `require_stable` (v7+) a partition
+//! that an open transaction holds an offset of is UNSTABLE_OFFSET_COMMIT, which clients retry
+//! until the transaction ends (KIP-447). Runs on the connection's shard; the lookup runs on
+//! each group's coordinator shard.
 
 use std::rc::Rc;
 
@@ -16,7 +18,7 @@ use sluice_protocol::messages::request_header::RequestHeader;
 
 use crate::broker::BrokerCtx;
 use crate::errors;
-use crate::groups::state::CommittedOffset;
+use crate::groups::coordinator::FetchedOffset;
 use crate::groups::{self, coordinator};
 
 /// Versions served.
@@ -40,7 +42,7 @@ pub async fn handle(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect::<Vec<_>>()
             });
-            let (rows, error_code) = fetch(ctx, &g.group_id, wanted).await;
+            let (rows, error_code) = fetch(ctx, &g.group_id, wanted, request.require_stable).await;
             out.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
                 topics: group_rows(rows)
@@ -77,7 +79,8 @@ pub async fn handle(
             .map(|t| (t.name, t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let (mut rows, error_code) = fetch(ctx, &request.group_id, wanted).await;
+    let require_stable = version >= 7 && request.require_stable;
+    let (mut rows, error_code) = fetch(ctx, &request.group_id, wanted, require_stable).await;
     if version < 2 && error_code != errors::NONE {
         // No top-level error before v2: every partition carries it.
         for r in &mut rows {
@@ -115,6 +118,7 @@ async fn fetch(
     ctx: &Rc<BrokerCtx>,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> (Vec<Row>, i16) {
     let asked: Vec<(String, i32)> = wanted
         .iter()
@@ -126,7 +130,7 @@ async fn fetch(
         Err(errors::INVALID_GROUP_ID)
     } else {
         groups::on_coordinator(ctx, group_id, move |home, _| async move {
-            coordinator::fetch_offsets(&home, &group, wanted)
+            coordinator::fetch_offsets(&home, &group, wanted, require_stable)
         })
         .await
     };
@@ -142,17 +146,25 @@ async fn fetch(
     }
 }
 
-fn row((topic, partition, o): (String, i32, Option<CommittedOffset>)) -> Row {
-    match o {
+fn row(f: FetchedOffset) -> Row {
+    match f.offset {
+        _ if f.unstable => (
+            f.topic,
+            f.partition,
+            -1,
+            -1,
+            String::new(),
+            errors::UNSTABLE_OFFSET_COMMIT,
+        ),
         Some(o) => (
-            topic,
-            partition,
+            f.topic,
+            f.partition,
             o.offset,
             o.leader_epoch,
             o.metadata,
             errors::NONE,
         ),
-        None => (topic, partition, -1, -1, String::new(), errors::NONE),
+        None => (f.topic, f.partition, -1, -1, String::new(), errors::NONE),
     }
 }
 
