@@ -308,8 +308,7 @@ impl BrokerConfig {
         let transaction_state_log_num_partitions = layer
             .transaction_state_log_num_partitions
             .unwrap_or(TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT);
-        if let Err(e) = crate::topics::check_partition_count(transaction_state_log_num_partitions)
-        {
+        if let Err(e) = crate::topics::check_partition_count(transaction_state_log_num_partitions) {
             return Err(ConfigError::Invalid {
                 key: "transaction-state-log-num-partitions",
                 message: e.to_string(),
