@@ -266,6 +266,7 @@ async fn run_shard(
         },
     };
     spawn_retention(&ctx, shared.clone());
+    spawn_cleaner(&ctx, shared.clone());
     crate::groups::start(&ctx, shared.clone());
     crate::txn::start(&ctx, shared.clone());
     let handler = Rc::new(KafkaHandler {
@@ -312,6 +313,36 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
                     }
                 }
             }
+        }
+    });
+}
+
+/// Kafka's `log.cleaner.backoff.ms`: the pause between cleaner rounds of a shard.
+pub const LOG_CLEANER_BACKOFF_MS: u64 = 15_000;
+
+/// Runs this shard's log cleaner (compaction of `cleanup.policy=compact` topics, internal
+/// ones included) every [`LOG_CLEANER_BACKOFF_MS`], on the low-priority background queue so
+/// that it yields to the request path; its totals feed the shard's metrics.
+///
+/// Runs on the shard that owns the partitions.
+fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
+    let weak = Rc::downgrade(ctx);
+    ctx.spawn_background(async move {
+        let mut cleaner =
+            sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions::default());
+        loop {
+            glommio::timer::sleep(Duration::from_millis(LOG_CLEANER_BACKOFF_MS)).await;
+            if shared.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(ctx) = weak.upgrade() else { return };
+            let parts = ctx.state().cluster.online_partitions();
+            cleaner
+                .run_round(&parts, sluice_engine::partition::now_ms())
+                .await;
+            ctx.state()
+                .metrics
+                .cleaner_totals(cleaner.totals(), cleaner.last_round_us());
         }
     });
 }

@@ -41,6 +41,7 @@ use sluice_protocol::{ApiKey, Records, RecordsPiece, Response, Uuid};
 use crate::broker::BrokerCtx;
 use crate::cluster::ClusterState;
 use exposition::{Exposition, Kind};
+use sluice_engine::cleaner::CleanerStats;
 
 /// The metrics of one shard.
 ///
@@ -59,6 +60,9 @@ pub struct ShardMetrics {
     busy: Cell<Duration>,
     task_time: Cell<Duration>,
     tasks: Cell<u64>,
+    /// The shard's log cleaner: totals since start and its last round's duration (µs).
+    cleaner: Cell<CleanerStats>,
+    cleaner_last_round_us: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -112,7 +116,15 @@ impl ShardMetrics {
             busy: Cell::new(Duration::ZERO),
             task_time: Cell::new(Duration::ZERO),
             tasks: Cell::new(0),
+            cleaner: Cell::new(CleanerStats::default()),
+            cleaner_last_round_us: Cell::new(0),
         }
+    }
+
+    /// Records the shard cleaner's totals after a round.
+    pub fn cleaner_totals(&self, totals: CleanerStats, last_round_us: u64) {
+        self.cleaner.set(totals);
+        self.cleaner_last_round_us.set(last_round_us);
     }
 
     /// Starts timing a request of `api`; the returned guard counts it (and its latency) when it
@@ -296,6 +308,8 @@ impl ShardMetrics {
             cache_misses,
             cache_bytes: engine.cache.bytes() as u64,
             partitions_online: cluster.online_partitions().len() as u64,
+            cleaner: self.cleaner.get(),
+            cleaner_last_round_us: self.cleaner_last_round_us.get(),
         }
     }
 
@@ -455,6 +469,8 @@ pub struct ShardSnapshot {
     pub cache_misses: u64,
     pub cache_bytes: u64,
     pub partitions_online: u64,
+    pub cleaner: CleanerStats,
+    pub cleaner_last_round_us: u64,
 }
 
 /// Why a scrape could not gather every shard's figures.
@@ -518,6 +534,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     render_requests(&mut e, shards);
     render_partitions(&mut e, shards);
     render_shards(&mut e, shards);
+    render_cleaner(&mut e, shards);
     e.finish()
 }
 
@@ -786,6 +803,58 @@ fn render_shards(e: &mut Exposition, shards: &[ShardSnapshot]) {
     );
 }
 
+/// The log cleaner's figures, per shard (each shard cleans its own partitions).
+fn render_cleaner(e: &mut Exposition, shards: &[ShardSnapshot]) {
+    /// (name, help, the figure).
+    type Counter = (&'static str, &'static str, fn(&CleanerStats) -> u64);
+    let counters: [Counter; 5] = [
+        (
+            "sluice_cleaner_bytes_read_total",
+            "Bytes of segments the log cleaner read.",
+            |c| c.bytes_read,
+        ),
+        (
+            "sluice_cleaner_bytes_written_total",
+            "Bytes of cleaned segments the log cleaner wrote.",
+            |c| c.bytes_written,
+        ),
+        (
+            "sluice_cleaner_passes_total",
+            "Cleaning passes (a pass maps as many keys as the key map holds and rewrites the segments below).",
+            |c| c.passes,
+        ),
+        (
+            "sluice_cleaner_records_removed_total",
+            "Records the log cleaner removed (superseded, expired tombstones, aborted).",
+            |c| c.records_read - c.records_kept,
+        ),
+        (
+            "sluice_cleaner_segments_replaced_total",
+            "Segments replaced by cleaned ones.",
+            |c| c.segments_replaced,
+        ),
+    ];
+    for (name, help, get) in counters {
+        e.family(name, Kind::Counter, help);
+        for s in shards {
+            e.sample(name, &[("shard", &s.shard.to_string())], get(&s.cleaner));
+        }
+    }
+    let name = "sluice_cleaner_last_round_seconds";
+    e.family(
+        name,
+        Kind::Gauge,
+        "Duration of the last cleaner round that cleaned something.",
+    );
+    for s in shards {
+        e.sample_f64(
+            name,
+            &[("shard", &s.shard.to_string())],
+            s.cleaner_last_round_us as f64 / 1e6,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +1001,8 @@ mod tests {
             cache_misses: 1,
             cache_bytes: 0,
             partitions_online: 1,
+            cleaner: CleanerStats::default(),
+            cleaner_last_round_us: 0,
         }
     }
 
