@@ -490,6 +490,48 @@ mod tests {
     }
 
     #[test]
+    fn transaction_settings_default_to_kafkas_and_bad_values_are_refused() {
+        let c = BrokerConfig::resolve(ConfigLayer::default()).unwrap();
+        assert_eq!(c.transaction_state_log_num_partitions, 50);
+        assert_eq!(c.transaction_max_timeout_ms, 900_000);
+        assert_eq!(
+            c.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            10_000
+        );
+        assert_eq!(c.transactional_id_expiration_ms, 604_800_000);
+        let file: ConfigLayer = toml::from_str(
+            "transaction-abort-timed-out-transaction-cleanup-interval-ms = 500\n\
+             transaction-max-timeout-ms = 60000",
+        )
+        .unwrap();
+        let c = BrokerConfig::resolve(file).unwrap();
+        assert_eq!(
+            c.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            500
+        );
+        assert_eq!(c.transaction_max_timeout_ms, 60_000);
+        for bad in [
+            ConfigLayer {
+                transaction_state_log_num_partitions: Some(0),
+                ..ConfigLayer::default()
+            },
+            ConfigLayer {
+                transaction_max_timeout_ms: Some(0),
+                ..ConfigLayer::default()
+            },
+            ConfigLayer {
+                transactional_id_expiration_ms: Some(0),
+                ..ConfigLayer::default()
+            },
+        ] {
+            assert!(matches!(
+                BrokerConfig::resolve(bad),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn advertised_defaults_to_the_hostname_on_a_wildcard_listener() {
         let layer = ConfigLayer {
             listen: Some("0.0.0.0:9093".into()),
