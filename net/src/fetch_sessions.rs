@@ -57,11 +57,12 @@ pub struct PartWant {
     pub current_leader_epoch: i32,
 }
 
-/// What the last response told the client about a partition.
+/// What a response tells the client about a partition's offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Reported {
-    high_watermark: i64,
-    log_start_offset: i64,
+pub struct Reported {
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -220,15 +221,15 @@ impl FetchSessions {
     }
 
     /// Records what is being answered for a session partition and says whether an incremental
-    /// response must include it: it has records or an error, or its high watermark or log start
-    /// offset differs from what the client last heard. Full fetches include everything anyway
+    /// response must include it: it has records or an error, or its high watermark, last stable
+    /// offset or log start offset differs from what the client last heard (a `read_committed`
+    /// client waits for the last stable offset to move). Full fetches include everything anyway
     /// (the return value is then only informative).
     pub fn should_report(
         &self,
         session_id: i32,
         key: &PartKey,
-        high_watermark: i64,
-        log_start_offset: i64,
+        now: Reported,
         has_records: bool,
         error_code: i16,
     ) -> bool {
@@ -238,10 +239,6 @@ impl FetchSessions {
             .and_then(|s| s.parts.get_mut(key))
         else {
             return true;
-        };
-        let now = Reported {
-            high_watermark,
-            log_start_offset,
         };
         let changed = part.reported != Some(now);
         part.reported = Some(now);
@@ -387,6 +384,14 @@ mod tests {
         );
     }
 
+    fn offsets(high_watermark: i64, last_stable_offset: i64, log_start_offset: i64) -> Reported {
+        Reported {
+            high_watermark,
+            last_stable_offset,
+            log_start_offset,
+        }
+    }
+
     #[test]
     fn only_changes_are_reported() {
         let s = FetchSessions::new(0, 1, 10);
@@ -395,14 +400,27 @@ mod tests {
             panic!("no session")
         };
         let k = key("a", 0);
-        assert!(s.should_report(id, &k, 10, 0, true, 0));
-        assert!(!s.should_report(id, &k, 10, 0, false, 0), "nothing changed");
+        assert!(s.should_report(id, &k, offsets(10, 10, 0), true, 0));
         assert!(
-            s.should_report(id, &k, 11, 0, false, 0),
+            !s.should_report(id, &k, offsets(10, 10, 0), false, 0),
+            "nothing changed"
+        );
+        assert!(
+            s.should_report(id, &k, offsets(11, 10, 0), false, 0),
             "high watermark moved"
         );
-        assert!(s.should_report(id, &k, 11, 4, false, 0), "log start moved");
-        assert!(s.should_report(id, &k, 11, 4, false, 1), "error");
+        assert!(
+            s.should_report(id, &k, offsets(11, 10, 4), false, 0),
+            "log start moved"
+        );
+        assert!(
+            s.should_report(id, &k, offsets(11, 11, 4), false, 0),
+            "LSO moved"
+        );
+        assert!(
+            s.should_report(id, &k, offsets(11, 11, 4), false, 1),
+            "error"
+        );
     }
 
     #[test]

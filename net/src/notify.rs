@@ -72,6 +72,8 @@ impl AppendNotifier {
 
     /// Waits until one of `parts` (each with the offset the fetch reads from) has data at that
     /// offset, until `deadline`, or until `done` is set by the fetch, whichever comes first.
+    /// For a `committed` (read_committed) fetch, data counts once it is below the last stable
+    /// offset: a transaction marker, not only an append, can end the wait.
     ///
     /// Runs on the home shard of every partition in `parts`.
     pub async fn wait_any(
@@ -79,6 +81,7 @@ impl AppendNotifier {
         parts: Vec<(Partition, Offset)>,
         deadline: Instant,
         done: Arc<AtomicBool>,
+        committed: bool,
     ) -> WaitEnd {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
@@ -96,6 +99,7 @@ impl AppendNotifier {
             id,
             parts: &parts,
             done: &done,
+            committed,
         };
         let timer = async {
             glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
@@ -105,10 +109,16 @@ impl AppendNotifier {
     }
 }
 
-/// Whether a fetch at `offset` would find something to return now: data, or an offset that is
-/// out of range (an error the fetch must report).
-fn has_news(p: &Partition, offset: Offset) -> bool {
-    offset < p.high_watermark() || offset < p.log_start_offset() || offset > p.log_end_offset()
+/// Whether a fetch at `offset` would find something to return now: data (below the last
+/// stable offset for a `committed` fetch), or an offset that is out of range (an error the
+/// fetch must report).
+fn has_news(p: &Partition, offset: Offset, committed: bool) -> bool {
+    let readable_end = if committed {
+        p.last_stable_offset()
+    } else {
+        p.high_watermark()
+    };
+    offset < readable_end || offset < p.log_start_offset() || offset > p.log_end_offset()
 }
 
 struct WaitAny<'a> {
@@ -116,6 +126,7 @@ struct WaitAny<'a> {
     id: u64,
     parts: &'a [(Partition, Offset)],
     done: &'a AtomicBool,
+    committed: bool,
 }
 
 impl Future for WaitAny<'_> {
@@ -125,7 +136,11 @@ impl Future for WaitAny<'_> {
         if self.done.load(Ordering::Acquire) {
             return Poll::Ready(WaitEnd::Cancelled);
         }
-        if self.parts.iter().any(|(p, offset)| has_news(p, *offset)) {
+        if self
+            .parts
+            .iter()
+            .any(|(p, offset)| has_news(p, *offset, self.committed))
+        {
             return Poll::Ready(WaitEnd::Ready);
         }
         let mut waiters = self.notifier.waiters.borrow_mut();
@@ -220,6 +235,7 @@ mod tests {
                     vec![(p.clone(), Offset(0))],
                     start + Duration::from_secs(10),
                     Arc::new(AtomicBool::new(false)),
+                    false,
                 )
                 .await;
             assert_eq!(end, WaitEnd::Ready);
@@ -239,6 +255,7 @@ mod tests {
                     vec![(p.clone(), Offset(0))],
                     start + Duration::from_millis(100),
                     Arc::new(AtomicBool::new(false)),
+                    false,
                 )
                 .await;
             assert_eq!(end, WaitEnd::Deadline);
@@ -258,6 +275,7 @@ mod tests {
                     vec![(p.clone(), Offset(0))],
                     far,
                     Arc::new(AtomicBool::new(false)),
+                    false,
                 )
                 .await;
             assert_eq!(ready, WaitEnd::Ready);
@@ -266,6 +284,7 @@ mod tests {
                     vec![(p.clone(), Offset(1))],
                     far,
                     Arc::new(AtomicBool::new(true)),
+                    false,
                 )
                 .await;
             assert_eq!(done, WaitEnd::Cancelled);
@@ -275,9 +294,57 @@ mod tests {
                     vec![(p.clone(), Offset(99))],
                     far,
                     Arc::new(AtomicBool::new(false)),
+                    false,
                 )
                 .await;
             assert_eq!(oor, WaitEnd::Ready);
+        });
+    }
+
+    #[test]
+    fn a_read_committed_waiter_waits_for_the_marker_not_the_append() {
+        with_partition(|p| async move {
+            let notifier = Rc::new(AppendNotifier::new());
+            let mut b = BatchBuilder::new(Codec::None)
+                .producer(5, 0, 0)
+                .transactional(true);
+            b.append(1, None, Some(b"v"), &[]).unwrap();
+            p.append(b.build().unwrap(), Durability::Written)
+                .await
+                .unwrap();
+            notifier.notify(p.topic_partition());
+            let far = Instant::now() + Duration::from_secs(10);
+            // The transaction's record is below the high watermark but not the LSO.
+            let quick = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(0))],
+                    Instant::now() + Duration::from_millis(100),
+                    Arc::new(AtomicBool::new(false)),
+                    true,
+                )
+                .await;
+            assert_eq!(quick, WaitEnd::Deadline);
+            let marker = {
+                let (p, notifier) = (p.clone(), notifier.clone());
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    p.append_marker(5, 0, true, 0).await.unwrap();
+                    notifier.notify(p.topic_partition());
+                })
+            };
+            let start = Instant::now();
+            let end = notifier
+                .wait_any(
+                    vec![(p.clone(), Offset(0))],
+                    far,
+                    Arc::new(AtomicBool::new(false)),
+                    true,
+                )
+                .await;
+            assert_eq!(end, WaitEnd::Ready);
+            assert!(start.elapsed() < Duration::from_secs(2));
+            assert_eq!(p.last_stable_offset(), Offset(2));
+            marker.await;
         });
     }
 }

@@ -17,8 +17,12 @@
 //! end. Trimming to the limits cuts at those positions without looking at the bytes, the
 //! pieces become the response's records as they are, and the connection writes the buffers
 //! with one vectored send and splices the file ranges to the socket.
-//! Transactions do not exist yet, so the last stable offset is the high watermark and
-//! read_committed reads what read_uncommitted reads.
+//!
+//! Isolation: a `read_committed` fetch (isolation level 1) reads only below the partition's
+//! last stable offset (LSO) and gets the aborted transactions that overlap the data it was
+//! given (from its fetch offset to an offset at or past the end of that data, as Kafka bounds
+//! the search), so its client drops their records; while it long-polls it waits for the LSO,
+//! not the high watermark, to pass its offset. Both isolation levels are told the LSO.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -28,10 +32,11 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::error::Error as EngineError;
 use sluice_engine::partition::SendPiece;
+use sluice_engine::txn_index::AbortedTxn;
 use sluice_engine::types::{Offset, ShardId, TopicPartition};
 use sluice_protocol::messages::fetch_request::FetchRequest;
 use sluice_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use sluice_protocol::messages::request_header::RequestHeader;
 use sluice_protocol::{FileRange, Records, RecordsPiece, Uuid};
@@ -39,7 +44,7 @@ use sluice_protocol::{FileRange, Records, RecordsPiece, Uuid};
 use crate::broker::BrokerCtx;
 use crate::cluster::Slot;
 use crate::errors;
-use crate::fetch_sessions::{PartKey, PartWant, Resolved, TopicRef};
+use crate::fetch_sessions::{PartKey, PartWant, Reported, Resolved, TopicRef};
 use crate::topics::TopicsSnapshot;
 
 /// Versions served. v0–v3 can only return the pre-v2 message formats to their clients, which
@@ -48,6 +53,9 @@ pub const VERSIONS: (i16, i16) = (4, 17);
 
 /// Longest a fetch waits, whatever it asks: a bound on how long a waiter can be registered.
 const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+/// The `isolation_level` of a fetch that reads committed data only.
+const READ_COMMITTED: i8 = 1;
 
 /// One partition to read, resolved against the topics snapshot.
 #[derive(Debug, Clone)]
@@ -65,7 +73,10 @@ struct Target {
 pub struct PartRead {
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// The aborted transactions overlapping the data (`read_committed` reads only).
+    pub aborted: Vec<AbortedTxn>,
     /// The records, in order: cached buffers and segment file ranges.
     pub pieces: Vec<RecordsPiece>,
     /// Positions in the concatenated pieces where a batch ends, ascending; the last is the
@@ -78,7 +89,9 @@ impl PartRead {
         PartRead {
             error_code: code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: Vec::new(),
             pieces: Vec::new(),
             batch_ends: Vec::new(),
         }
@@ -208,19 +221,20 @@ pub async fn handle(
     } else {
         usize::MAX
     };
+    let committed = request.isolation_level == READ_COMMITTED;
     let reads = loop {
-        let reads = read_all(ctx, &targets, max_bytes).await;
+        let reads = read_all(ctx, &targets, max_bytes, committed).await;
         let bytes: usize = reads.iter().map(PartRead::len).sum();
         let any_error = reads.iter().any(|r| r.error_code != errors::NONE);
         if bytes >= min_bytes || any_error || Instant::now() >= deadline {
             break reads;
         }
         let _parked = ctx.state().metrics.fetch_parked();
-        wait_for_appends(ctx, &targets, deadline).await;
+        wait_for_appends(ctx, &targets, deadline, committed).await;
         if Instant::now() >= deadline {
             // One last read: the wait may have ended because of an append just before the
             // deadline, and the client should get it.
-            break read_all(ctx, &targets, max_bytes).await;
+            break read_all(ctx, &targets, max_bytes, committed).await;
         }
     };
 
@@ -232,8 +246,11 @@ pub async fn handle(
             sessions.should_report(
                 session_id,
                 &target.key,
-                read.high_watermark,
-                read.log_start_offset,
+                Reported {
+                    high_watermark: read.high_watermark,
+                    last_stable_offset: read.last_stable_offset,
+                    log_start_offset: read.log_start_offset,
+                },
                 has_records,
                 read.error_code,
             )
@@ -247,15 +264,19 @@ pub async fn handle(
             partition_index: target.key.partition,
             error_code: read.error_code,
             high_watermark: read.high_watermark,
-            last_stable_offset: read.high_watermark,
+            last_stable_offset: read.last_stable_offset,
             log_start_offset: read.log_start_offset,
-            // Kafka sends null for read_uncommitted and an empty list for read_committed;
-            // without transactions there is never an aborted one to list.
-            aborted_transactions: if request.isolation_level == 1 {
-                Some(Vec::new())
-            } else {
-                None
-            },
+            // Kafka sends null for read_uncommitted and a list (maybe empty) for read_committed.
+            aborted_transactions: committed.then(|| {
+                read.aborted
+                    .iter()
+                    .map(|a| AbortedTransaction {
+                        producer_id: a.producer_id,
+                        first_offset: a.first_offset.0,
+                        ..AbortedTransaction::default()
+                    })
+                    .collect()
+            }),
             preferred_read_replica: -1,
             records: Some(Records::from_pieces(read.pieces)),
             ..PartitionData::default()
@@ -371,7 +392,12 @@ fn resolve_target(snapshot: &TopicsSnapshot, key: PartKey, want: PartWant) -> Ta
 /// `max_bytes` in target order. Results are in target order.
 ///
 /// Runs on the connection's shard.
-async fn read_all(ctx: &Rc<BrokerCtx>, targets: &[Target], max_bytes: usize) -> Vec<PartRead> {
+async fn read_all(
+    ctx: &Rc<BrokerCtx>,
+    targets: &[Target],
+    max_bytes: usize,
+    committed: bool,
+) -> Vec<PartRead> {
     let mut reads: Vec<PartRead> = targets.iter().map(|t| PartRead::error(t.error)).collect();
     let mut per_shard: HashMap<ShardId, Vec<(usize, TopicPartition, i64, usize)>> = HashMap::new();
     for (i, t) in targets.iter().enumerate() {
@@ -392,7 +418,7 @@ async fn read_all(ctx: &Rc<BrokerCtx>, targets: &[Target], max_bytes: usize) -> 
                 let slots: Vec<usize> = items.iter().map(|(i, ..)| *i).collect();
                 let answer = ctx
                     .call(home, move |home_ctx: Rc<BrokerCtx>| async move {
-                        read_on_home(&home_ctx, items, max_bytes).await
+                        read_on_home(&home_ctx, items, max_bytes, committed).await
                     })
                     .await;
                 match answer {
@@ -435,13 +461,15 @@ async fn read_all(ctx: &Rc<BrokerCtx>, targets: &[Target], max_bytes: usize) -> 
 }
 
 /// Reads each partition of `items` in turn, each up to its own limit, stopping early once
-/// `max_bytes` were read in total (the caller trims exactly).
+/// `max_bytes` were read in total (the caller trims exactly); `committed` reads below the
+/// last stable offset only, with the aborted transactions of what was read.
 ///
 /// Runs on the home shard of every partition in `items`.
 async fn read_on_home(
     home: &Rc<BrokerCtx>,
     items: Vec<(usize, TopicPartition, i64, usize)>,
     max_bytes: usize,
+    committed: bool,
 ) -> Vec<(usize, PartRead)> {
     let mut out = Vec::with_capacity(items.len());
     let mut total = 0usize;
@@ -458,11 +486,15 @@ async fn read_on_home(
             }
         };
         let hw = partition.high_watermark();
+        let lso = partition.last_stable_offset();
         let log_start = partition.log_start_offset();
+        let bound = if committed { lso } else { Offset(i64::MAX) };
         let empty = PartRead {
             error_code: errors::NONE,
             high_watermark: hw.0,
+            last_stable_offset: lso.0,
             log_start_offset: log_start.0,
+            aborted: Vec::new(),
             pieces: Vec::new(),
             batch_ends: Vec::new(),
         };
@@ -476,11 +508,27 @@ async fn read_on_home(
             out.push((i, empty));
             continue;
         }
-        let read = match partition.read_for_send(Offset(offset), limit).await {
+        let read = match partition
+            .read_for_send_below(Offset(offset), limit, bound)
+            .await
+        {
             Ok(r) => PartRead {
                 error_code: errors::NONE,
                 high_watermark: r.high_watermark.0,
+                last_stable_offset: lso.0,
                 log_start_offset: r.log_start_offset.0,
+                aborted: if committed && !r.is_empty() {
+                    match partition.aborted_transactions(Offset(offset), r.upper_bound) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(%tp, offset, error = %e, "aborted transactions not read");
+                            out.push((i, PartRead::error(e.kafka_code())));
+                            continue;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                },
                 pieces: r
                     .pieces
                     .into_iter()
@@ -499,7 +547,9 @@ async fn read_on_home(
             Err(e @ EngineError::OffsetOutOfRange { .. }) => PartRead {
                 error_code: e.kafka_code(),
                 high_watermark: partition.high_watermark().0,
+                last_stable_offset: partition.last_stable_offset().0,
                 log_start_offset: partition.log_start_offset().0,
+                aborted: Vec::new(),
                 pieces: Vec::new(),
                 batch_ends: Vec::new(),
             },
@@ -514,12 +564,18 @@ async fn read_on_home(
     out
 }
 
-/// Waits until an append reaches one of `targets` (or the deadline passes): one wait job per
-/// home shard, resuming at the first answer. The other jobs are told they are no longer
-/// needed and end at their next wake-up or their deadline.
+/// Waits until an append reaches one of `targets` (or, for `committed`, until the last stable
+/// offset passes one's offset), or the deadline passes: one wait job per home shard, resuming
+/// at the first answer. The other jobs are told they are no longer needed and end at their
+/// next wake-up or their deadline.
 ///
 /// Runs on the connection's shard.
-async fn wait_for_appends(ctx: &Rc<BrokerCtx>, targets: &[Target], deadline: Instant) {
+async fn wait_for_appends(
+    ctx: &Rc<BrokerCtx>,
+    targets: &[Target],
+    deadline: Instant,
+    committed: bool,
+) {
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
     for t in targets {
         if let (Some(tp), Some(home)) = (&t.tp, t.home) {
@@ -557,7 +613,7 @@ async fn wait_for_appends(ctx: &Rc<BrokerCtx>, targets: &[Target], deadline: Ins
                     home_ctx
                         .state()
                         .notifier
-                        .wait_any(resolved, deadline, done)
+                        .wait_any(resolved, deadline, done, committed)
                         .await;
                 })
                 .await;

@@ -5,8 +5,11 @@
 //! concurrently. The engine answers timestamp lookups at batch granularity (from its time
 //! index, without decoding records); the home shard then decodes that one batch to give the
 //! exact record Kafka would: the first record whose timestamp is at or after the target, or the
-//! first record holding the largest timestamp. Transactions do not exist yet, so `latest` under
-//! read_committed is the high watermark too. The single node's leader epoch is always 0.
+//! first record holding the largest timestamp. The single node's leader epoch is always 0.
+//!
+//! Isolation (v2+), as Kafka: under `read_committed` the last fetchable offset is the last
+//! stable offset, otherwise the high watermark; `latest` answers it, and a timestamp lookup
+//! whose record is at or past it answers no offset (-1).
 
 use std::rc::Rc;
 
@@ -32,6 +35,9 @@ pub const VERSIONS: (i16, i16) = (0, 10);
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
+/// The `isolation_level` of a `read_committed` client.
+const READ_COMMITTED: i8 = 1;
+
 /// The answer for one partition: (error, offset, timestamp).
 type Found = (i16, i64, i64);
 
@@ -49,6 +55,7 @@ pub async fn handle(
         for p in &topic.partitions {
             let tp = TopicPartition::new(&topic.name, p.partition_index);
             let timestamp = p.timestamp;
+            let committed = version >= 2 && request.isolation_level == READ_COMMITTED;
             let epoch = if version >= 4 {
                 p.current_leader_epoch
             } else {
@@ -60,7 +67,7 @@ pub async fn handle(
                     return (errors::UNKNOWN_LEADER_EPOCH, -1, -1);
                 }
                 let answer = cluster::with_partition(&ctx, tp, move |p: Partition| async move {
-                    lookup(&p, timestamp).await
+                    lookup(&p, timestamp, committed).await
                 })
                 .await;
                 match answer {
@@ -105,12 +112,20 @@ pub async fn handle(
 }
 
 /// Runs on the partition's home shard.
-async fn lookup(p: &Partition, timestamp: i64) -> Found {
+async fn lookup(p: &Partition, timestamp: i64, committed: bool) -> Found {
     let target = match timestamp {
         EARLIEST_LOCAL_TIMESTAMP => EARLIEST_TIMESTAMP,
         LATEST_TIERED_TIMESTAMP => return (errors::NONE, -1, -1),
         t => t,
     };
+    let last_fetchable = if committed {
+        p.last_stable_offset()
+    } else {
+        p.high_watermark()
+    };
+    if target == LATEST_TIMESTAMP {
+        return (errors::NONE, last_fetchable.0, -1);
+    }
     match p.offset_for_timestamp(target).await {
         Ok(None) => (errors::NONE, -1, -1),
         Ok(Some((offset, ts))) => {
@@ -126,6 +141,9 @@ async fn lookup(p: &Partition, timestamp: i64) -> Found {
                 exact_record(p, offset, true, |t| t >= target).await
             };
             let (offset, ts) = exact.unwrap_or((offset.0, ts));
+            if offset >= last_fetchable.0 {
+                return (errors::NONE, -1, -1);
+            }
             (errors::NONE, offset, ts)
         }
         Err(e) => (e.kafka_code(), -1, -1),

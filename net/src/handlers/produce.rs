@@ -21,6 +21,11 @@
 //! `record_errors`), and a topic whose `compression.type` is not `producer` gets its batches
 //! recompressed. LogAppendTime is stamped by the engine itself.
 //!
+//! Transactions: a request carrying a transactional batch must name its `transactional_id`;
+//! without one Kafka refuses the whole request with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, and
+//! so does this handler. Control batches (transaction markers) are written by the broker only;
+//! one sent by a client is refused INVALID_RECORD by the engine.
+//!
 //! acks=0 gets no response at all (the dispatcher turns the response into `Reply::None`, or
 //! closes the connection when a partition failed, which is how Kafka tells such a producer
 //! that something went wrong).
@@ -32,11 +37,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sluice_engine::batch::BatchIter;
+use sluice_engine::batch::{BatchHeader, BatchIter};
 use sluice_engine::builder::{rewrite, Rewrite};
 use sluice_engine::compression::Codec;
 use sluice_engine::config::CleanupPolicy;
 use sluice_engine::durability::Durability;
+use sluice_engine::producer_state::IncomingBatch;
 use sluice_engine::records::{decode_records, RecordIter};
 use sluice_engine::types::{ShardId, TopicPartition};
 use sluice_protocol::messages::produce_request::ProduceRequest;
@@ -130,6 +136,13 @@ pub async fn handle_ordered(
         _ => None,
     };
     let snapshot = ctx.state().cluster.topics();
+    let untagged_transactional = request.transactional_id.is_none()
+        && request
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .filter_map(|p| p.records.as_deref())
+            .any(has_transactional_batch);
 
     // One outcome slot per (topic, partition) in request order; filled locally for errors found
     // here, or by the home shard's answer.
@@ -145,6 +158,13 @@ pub async fn handle_ordered(
                 outcomes.push(Some(PartitionOutcome::error(
                     errors::INVALID_REQUIRED_ACKS,
                     format!("acks must be 0, 1 or -1, not {}", request.acks),
+                )));
+                continue;
+            }
+            if untagged_transactional {
+                outcomes.push(Some(PartitionOutcome::error(
+                    errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "the request carries transactional records but no transactional id",
                 )));
                 continue;
             }
@@ -435,6 +455,25 @@ fn place_append(
             }
         }
     })
+}
+
+/// Whether `records` holds a batch with the transactional attribute (read from the batch
+/// headers only; damaged data is left to validation).
+fn has_transactional_batch(records: &[u8]) -> bool {
+    let mut at = 0usize;
+    while let Some(rest) = records.get(at..) {
+        let Some(batch) = IncomingBatch::from_header(rest) else {
+            return false;
+        };
+        if batch.transactional {
+            return true;
+        }
+        match BatchHeader::read(rest) {
+            Some(h) if h.total_len > 0 => at = at.saturating_add(h.total_len as usize),
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The per-topic record rules applied before the engine sees a batch.
