@@ -1,5 +1,8 @@
-//! What every client subcommand (`topic`, `produce`, `consume`) shares: the `--bootstrap`
-//! flag, connecting, and parsing `key=value` arguments. Runs on the command's main thread.
+//! What every client subcommand (`topic`, `produce`, `consume`, `group`, `txn`) shares: the
+//! `--bootstrap` flag, connecting, parsing `key=value` arguments and printing tables. Runs on
+//! the command's main thread.
+
+use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::Args;
@@ -64,6 +67,32 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Left-aligned columns separated by two spaces, header first.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut s = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let _ = write!(l, "{cell:<w$}");
+        }
+        let _ = writeln!(s, "{}", l.trim_end());
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +121,17 @@ mod tests {
         assert_eq!(parse_key_value("a="), Ok(("a".into(), String::new())));
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(text, "A    LONGER\nxyz  1\nq    22\n");
     }
 }

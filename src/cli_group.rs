@@ -18,7 +18,7 @@ use sluice_client::{
     Assignment, Client, CommittedOffset, GroupDescription, OffsetSpec, OffsetToCommit,
 };
 
-use crate::cli_common::ConnectArgs;
+use crate::cli_common::{table, ConnectArgs};
 
 #[derive(Args, Debug)]
 pub struct GroupArgs {
@@ -527,32 +527,6 @@ fn plan_text(plan: &[PlannedReset]) -> String {
     )
 }
 
-/// Left-aligned columns separated by two spaces, header first.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut s = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i > 0 {
-                l.push_str("  ");
-            }
-            let _ = write!(l, "{cell:<w$}");
-        }
-        let _ = writeln!(s, "{}", l.trim_end());
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    s
-}
-
 /// Parses `TOPIC` or `TOPIC:P1,P2,...`.
 pub fn parse_topic_scope(s: &str) -> Result<TopicScope, String> {
     let (topic, partitions) = match s.split_once(':') {
@@ -736,17 +710,5 @@ mod tests {
             ]
         );
         assert!(text.contains("t:0,1"), "{text}");
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let text = table(
-            &["A", "LONGER"],
-            &[
-                vec!["xyz".into(), "1".into()],
-                vec!["q".into(), "22".into()],
-            ],
-        );
-        assert_eq!(text, "A    LONGER\nxyz  1\nq    22\n");
     }
 }

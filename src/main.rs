@@ -19,6 +19,7 @@ mod cli_consume;
 mod cli_group;
 mod cli_produce;
 mod cli_topic;
+mod cli_txn;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the broker in the foreground.
-    Start(StartArgs),
+    /// Run the broker in the foreground. Boxed: its many settings would make every variant
+    /// as large.
+    Start(Box<StartArgs>),
     /// Manage topics on a running broker.
     Topic(cli_topic::TopicArgs),
     /// Write lines from stdin as records to a topic.
@@ -43,6 +45,8 @@ enum Command {
     Consume(cli_consume::ConsumeArgs),
     /// Inspect and manage consumer groups on a running broker.
     Group(cli_group::GroupArgs),
+    /// Inspect transactions and producers on a running broker.
+    Txn(cli_txn::TxnArgs),
 }
 
 #[derive(Args, Debug)]
@@ -151,11 +155,12 @@ impl StartArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Start(args) => start(args),
+        Command::Start(args) => start(*args),
         Command::Topic(args) => cli_common::finish(cli_topic::run(args)),
         Command::Produce(args) => cli_common::finish(cli_produce::run(args)),
         Command::Consume(args) => cli_common::finish(cli_consume::run(args)),
         Command::Group(args) => cli_common::finish(cli_group::run(args)),
+        Command::Txn(args) => cli_common::finish(cli_txn::run(args)),
     }
 }
 

@@ -46,6 +46,9 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     // v2+ carry the generation and member id the coordinator checks.
     (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The ApiVersions version sent first. v3 is what current clients send; a broker that does not

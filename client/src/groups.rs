@@ -124,19 +124,30 @@ pub struct OffsetToCommit {
 impl Client {
     /// The coordinator of `group`.
     pub fn find_group_coordinator(&mut self, group: &str) -> Result<Coordinator> {
-        let context = || format!("find the coordinator of group '{group}'");
+        self.find_coordinator(KEY_TYPE_GROUP, group, &format!("group '{group}'"))
+    }
+
+    /// The coordinator of `key` of FindCoordinator's `key_type` (0 groups, 1 transactional
+    /// ids); `what` names the key in errors.
+    pub(crate) fn find_coordinator(
+        &mut self,
+        key_type: i8,
+        key: &str,
+        what: &str,
+    ) -> Result<Coordinator> {
+        let context = || format!("find the coordinator of {what}");
         self.retrying_coordinator(|client| {
             let version = client.version(ApiKey::FindCoordinator)?;
             let request = if version >= FIND_COORDINATOR_BATCHED_MIN_VERSION {
                 FindCoordinatorRequest {
-                    key_type: KEY_TYPE_GROUP,
-                    coordinator_keys: vec![group.to_owned()],
+                    key_type,
+                    coordinator_keys: vec![key.to_owned()],
                     ..FindCoordinatorRequest::default()
                 }
             } else {
                 FindCoordinatorRequest {
-                    key: group.to_owned(),
-                    key_type: KEY_TYPE_GROUP,
+                    key: key.to_owned(),
+                    key_type,
                     ..FindCoordinatorRequest::default()
                 }
             };
@@ -148,8 +159,8 @@ impl Client {
                 let found = r
                     .coordinators
                     .into_iter()
-                    .find(|c| c.key == group)
-                    .ok_or_else(|| missing(&context(), "the group's coordinator"))?;
+                    .find(|c| c.key == key)
+                    .ok_or_else(|| missing(&context(), "the coordinator"))?;
                 check(found.error_code, found.error_message.as_deref(), context)?;
                 Ok(Coordinator {
                     node_id: found.node_id,
@@ -410,7 +421,7 @@ impl Client {
 
     /// Runs `call` again while the coordinator is loading or moving, for up to the request
     /// timeout; any other outcome is returned as it is.
-    fn retrying_coordinator<T>(
+    pub(crate) fn retrying_coordinator<T>(
         &mut self,
         mut call: impl FnMut(&mut Client) -> Result<T>,
     ) -> Result<T> {

@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod groups;
 pub mod partitioner;
 pub mod produce;
+pub mod transactions;
 
 pub use admin::{
     AlterConfigOp, BrokerMetadata, ClusterMetadata, ConfigEntry, ConfigSource, NewTopic,
@@ -35,3 +36,4 @@ pub use produce::{Acks, Produced};
 pub use sluice_engine::builder::BatchBuilder;
 pub use sluice_engine::compression::Codec;
 pub use sluice_engine::records::Header;
+pub use transactions::{ActiveProducer, ListedTransaction, TransactionDescription};
