@@ -119,6 +119,10 @@ struct StartArgs {
     /// How often expired transactional ids are removed, in ms [default: 3600000].
     #[arg(long)]
     transaction_remove_expired_transaction_cleanup_interval_ms: Option<u64>,
+    /// Whether a transactional batch's partition must be in the producer's ongoing
+    /// transaction (checked with the coordinator before the append) [default: true].
+    #[arg(long)]
+    transaction_partition_verification_enable: Option<bool>,
 }
 
 impl StartArgs {
@@ -147,6 +151,8 @@ impl StartArgs {
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
             transaction_remove_expired_transaction_cleanup_interval_ms: self
                 .transaction_remove_expired_transaction_cleanup_interval_ms,
+            transaction_partition_verification_enable: self
+                .transaction_partition_verification_enable,
             ..ConfigLayer::default()
         }
     }

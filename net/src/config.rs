@@ -40,6 +40,8 @@ pub const TRANSACTION_MAX_TIMEOUT_MS_DEFAULT: i32 = 15 * 60 * 1000;
 pub const TRANSACTION_ABORT_INTERVAL_MS_DEFAULT: u64 = 10_000;
 /// Default `transactional.id.expiration.ms` (Kafka's default, 7 days).
 pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Default `transaction.partition.verification.enable` (Kafka's default since 3.6).
+pub const TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT: bool = true;
 /// Default `transaction.remove.expired.transaction.cleanup.interval.ms` (Kafka's default, 1 hour).
 pub const TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT: u64 = 60 * 60 * 1000;
 /// Default address of the admin HTTP listener (metrics, status).
@@ -94,6 +96,7 @@ pub struct ConfigLayer {
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     pub transactional_id_expiration_ms: Option<u64>,
     pub transaction_remove_expired_transaction_cleanup_interval_ms: Option<u64>,
+    pub transaction_partition_verification_enable: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -168,6 +171,9 @@ impl ConfigLayer {
             transaction_remove_expired_transaction_cleanup_interval_ms: over
                 .transaction_remove_expired_transaction_cleanup_interval_ms
                 .or(self.transaction_remove_expired_transaction_cleanup_interval_ms),
+            transaction_partition_verification_enable: over
+                .transaction_partition_verification_enable
+                .or(self.transaction_partition_verification_enable),
         }
     }
 }
@@ -219,6 +225,9 @@ pub struct BrokerConfig {
     pub transactional_id_expiration_ms: u64,
     /// How often each coordinator shard removes expired transactional ids.
     pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
+    /// Whether Produce asks the transaction coordinator that a transactional batch's partition
+    /// is in the producer's ongoing transaction before appending it (KIP-890 part 1).
+    pub transaction_partition_verification_enable: bool,
 }
 
 impl BrokerConfig {
@@ -376,6 +385,9 @@ impl BrokerConfig {
                 .transaction_remove_expired_transaction_cleanup_interval_ms
                 .unwrap_or(TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT)
                 .max(1),
+            transaction_partition_verification_enable: layer
+                .transaction_partition_verification_enable
+                .unwrap_or(TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT),
         })
     }
 }
@@ -499,6 +511,7 @@ mod tests {
             10_000
         );
         assert_eq!(c.transactional_id_expiration_ms, 604_800_000);
+        assert!(c.transaction_partition_verification_enable);
         let file: ConfigLayer = toml::from_str(
             "transaction-abort-timed-out-transaction-cleanup-interval-ms = 500\n\
              transaction-max-timeout-ms = 60000",

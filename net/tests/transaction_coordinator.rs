@@ -281,16 +281,24 @@ fn every_transaction_api_through_one_transactional_ids_life() {
     let broker = Broker::start_with(settings());
     let mut c = Client::connect(broker.addr);
 
-    // FindCoordinator for transactional ids, single and batched.
-    let Response::FindCoordinator(r) = c.call(
-        3,
-        Request::FindCoordinator(FindCoordinatorRequest {
-            key: "tx-a".into(),
-            key_type: 1,
-            ..FindCoordinatorRequest::default()
-        }),
-    ) else {
-        panic!()
+    // FindCoordinator for transactional ids, single and batched. A connection accepted while
+    // the control shard is still creating `__transaction_state` is told to retry, as clients do.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let Response::FindCoordinator(r) = c.call(
+            3,
+            Request::FindCoordinator(FindCoordinatorRequest {
+                key: "tx-a".into(),
+                key_type: 1,
+                ..FindCoordinatorRequest::default()
+            }),
+        ) else {
+            panic!()
+        };
+        if r.error_code != errors::COORDINATOR_NOT_AVAILABLE || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(
         (r.error_code, r.port),
@@ -618,4 +626,56 @@ fn a_commit_prepared_before_a_crash_is_completed_after_the_restart() {
     // The id carries on from its stored epoch.
     let (code, p, epoch) = c.init(4, "tx-r", 60_000, None);
     assert_eq!((code, p, epoch), (errors::NONE, pid, 1));
+}
+
+#[test]
+fn a_transactional_batch_outside_the_ongoing_transaction_is_refused() {
+    let broker = Broker::start_with(settings());
+    let mut c = Client::connect(broker.addr);
+    c.create_topic("t", 2);
+    let (code, pid, _) = c.init(4, "tx-v", 60_000, None);
+    assert_eq!(code, errors::NONE);
+    let me = (pid, 0);
+    // No transaction yet, then a partition the transaction did not add.
+    assert_eq!(
+        c.produce(Some("tx-v"), "t", 0, transactional_batch(me, 0, b"early")),
+        errors::INVALID_TXN_STATE
+    );
+    assert_eq!(c.add(3, "tx-v", me, &[("t", 0)]), vec![errors::NONE]);
+    assert_eq!(
+        c.produce(Some("tx-v"), "t", 1, transactional_batch(me, 0, b"stray")),
+        errors::INVALID_TXN_STATE
+    );
+    assert_eq!(
+        c.produce(
+            Some("tx-v"),
+            "t",
+            0,
+            transactional_batch((pid, 1), 0, b"future")
+        ),
+        errors::PRODUCER_FENCED
+    );
+    assert_eq!(
+        c.produce(
+            Some("tx-v"),
+            "t",
+            0,
+            transactional_batch((pid + 1, 0), 0, b"other")
+        ),
+        errors::INVALID_PRODUCER_ID_MAPPING
+    );
+    assert_eq!(
+        c.produce(Some("tx-v"), "t", 0, transactional_batch(me, 0, b"in")),
+        errors::NONE
+    );
+    // A produce still in flight when the client aborted lands after the abort: refused, so
+    // no transaction without an end opens on the partition.
+    assert_eq!(c.end(3, "tx-v", me, false), errors::NONE);
+    c.await_state("tx-v", "CompleteAbort");
+    assert_eq!(
+        c.produce(Some("tx-v"), "t", 0, transactional_batch(me, 1, b"late")),
+        errors::INVALID_TXN_STATE
+    );
+    assert_eq!(c.batches("t", 0), vec![(false, pid), (true, pid)]);
+    assert!(c.batches("t", 1).is_empty());
 }

@@ -24,7 +24,11 @@
 //! Transactions: a request carrying a transactional batch must name its `transactional_id`;
 //! without one Kafka refuses the whole request with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, and
 //! so does this handler. Control batches (transaction markers) are written by the broker only;
-//! one sent by a client is refused INVALID_RECORD by the engine.
+//! one sent by a client is refused INVALID_RECORD by the engine. Before transactional batches
+//! are appended, the transaction coordinator confirms that their partitions are in the
+//! producer's ongoing transaction (KIP-890 part 1, `txn::verify_produce`; broker setting
+//! `transaction.partition.verification.enable`, on by default as in Kafka); a batch for a
+//! partition outside it would open a transaction there that no marker ever ends.
 //!
 //! acks=0 gets no response at all (the dispatcher turns the response into `Reply::None`, or
 //! closes the connection when a partition failed, which is how Kafka tells such a producer
@@ -55,6 +59,7 @@ use crate::broker::BrokerCtx;
 use crate::cluster::Slot;
 use crate::connection::OrderPoint;
 use crate::errors;
+use crate::txn;
 
 /// Versions served. v0–v2 can only carry the pre-v2 message formats, which Kafka 4 no longer
 /// accepts either; v3+ carry v2 record batches.
@@ -142,7 +147,7 @@ pub async fn handle_ordered(
             .iter()
             .flat_map(|t| &t.partition_data)
             .filter_map(|p| p.records.as_deref())
-            .any(has_transactional_batch);
+            .any(|r| first_transactional_batch(r).is_some());
 
     // One outcome slot per (topic, partition) in request order; filled locally for errors found
     // here, or by the home shard's answer.
@@ -187,6 +192,43 @@ pub async fn handle_ordered(
             per_shard.entry(home).or_default().push((slot, tp, records));
         }
         shape.push((topic.name, parts));
+    }
+
+    // KIP-890 part 1: transactional batches only for partitions in the ongoing transaction.
+    let verify = ctx.state().config.transaction_partition_verification_enable;
+    if let Some(transactional_id) = request.transactional_id.as_deref().filter(|_| verify) {
+        let batches: Vec<txn::ProducedTxnBatch> = per_shard
+            .values()
+            .flatten()
+            .filter_map(|(slot, tp, records)| {
+                first_transactional_batch(records).map(|b| txn::ProducedTxnBatch {
+                    slot: *slot,
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    producer_id: b.producer_id,
+                    producer_epoch: b.epoch,
+                })
+            })
+            .collect();
+        if !batches.is_empty() {
+            let refused = txn::verify_produce(ctx, transactional_id, batches).await;
+            for (slot, code) in &refused {
+                let message = match *code {
+                    errors::INVALID_TXN_STATE => "the partition was not added to the transaction",
+                    errors::NOT_ENOUGH_REPLICAS => {
+                        "the partition's place in the transaction cannot be verified yet"
+                    }
+                    _ => "the transaction coordinator refused this producer",
+                };
+                if let Some(entry) = outcomes.get_mut(*slot) {
+                    *entry = Some(PartitionOutcome::error(*code, message));
+                }
+            }
+            for items in per_shard.values_mut() {
+                items.retain(|(slot, _, _)| !refused.iter().any(|(s, _)| s == slot));
+            }
+            per_shard.retain(|_, items| !items.is_empty());
+        }
     }
 
     if let Some(durability) = durability {
@@ -457,23 +499,21 @@ fn place_append(
     })
 }
 
-/// Whether `records` holds a batch with the transactional attribute (read from the batch
-/// headers only; damaged data is left to validation).
-fn has_transactional_batch(records: &[u8]) -> bool {
+/// The first batch of `records` with the transactional attribute (read from the batch headers
+/// only; damaged data is left to validation).
+fn first_transactional_batch(records: &[u8]) -> Option<IncomingBatch> {
     let mut at = 0usize;
     while let Some(rest) = records.get(at..) {
-        let Some(batch) = IncomingBatch::from_header(rest) else {
-            return false;
-        };
+        let batch = IncomingBatch::from_header(rest)?;
         if batch.transactional {
-            return true;
+            return Some(batch);
         }
         match BatchHeader::read(rest) {
             Some(h) if h.total_len > 0 => at = at.saturating_add(h.total_len as usize),
-            _ => return false,
+            _ => return None,
         }
     }
-    false
+    None
 }
 
 /// The per-topic record rules applied before the engine sees a batch.

@@ -177,6 +177,76 @@ pub fn known_partitions(
         .collect())
 }
 
+/// One partition of a Produce request that carries a transactional batch: the request's slot
+/// for it, the partition, and the batch's producer id and epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducedTxnBatch {
+    pub slot: usize,
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Checks, before a Produce appends transactional batches, that their partitions are in the
+/// producer's ongoing transaction (KIP-890 part 1, as Kafka 3.6+ brokers check): a batch for a
+/// partition the transaction never added, or for a transaction that already ended (a produce
+/// still in flight when the client aborted), would open a transaction on the partition that no
+/// marker ever ends and stall its last stable offset for good. Clients add a partition
+/// (AddPartitionsToTxn) and wait for the answer before they produce to it, so well-behaved
+/// producers never see these errors. Returns the refused slots with Kafka's codes for
+/// producers: INVALID_TXN_STATE for a partition not in the transaction; NOT_ENOUGH_REPLICAS
+/// (retriable without a metadata refresh, which older clients need) while the coordinator is
+/// busy ending the transaction, loading or unreachable; producer mismatches as the coordinator
+/// answers them (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED).
+///
+/// Runs on the calling shard; the check runs on the coordinator shard (one call per producer
+/// of the request, normally one).
+pub async fn verify_produce(
+    ctx: &Rc<BrokerCtx>,
+    transactional_id: &str,
+    batches: Vec<ProducedTxnBatch>,
+) -> Vec<(usize, i16)> {
+    let mut by_producer: BTreeMap<(i64, i16), Vec<ProducedTxnBatch>> = BTreeMap::new();
+    for b in batches {
+        by_producer
+            .entry((b.producer_id, b.producer_epoch))
+            .or_default()
+            .push(b);
+    }
+    let mut refused = Vec::new();
+    for ((producer_id, producer_epoch), batches) in by_producer {
+        let partitions: Vec<(String, i32)> = batches
+            .iter()
+            .map(|b| (b.topic.clone(), b.partition))
+            .collect();
+        let id = transactional_id.to_string();
+        let outcome = on_coordinator(ctx, transactional_id, move |home, _| async move {
+            coordinator::verify_partitions(&home, &id, producer_id, producer_epoch, &partitions)
+        })
+        .await
+        .and_then(|r| r);
+        let codes = match outcome {
+            Ok(codes) => codes,
+            Err(
+                errors::CONCURRENT_TRANSACTIONS
+                | errors::COORDINATOR_LOAD_IN_PROGRESS
+                | errors::COORDINATOR_NOT_AVAILABLE
+                | errors::NOT_COORDINATOR,
+            ) => vec![errors::NOT_ENOUGH_REPLICAS; batches.len()],
+            Err(code) => vec![code; batches.len()],
+        };
+        refused.extend(
+            batches
+                .iter()
+                .zip(codes)
+                .filter(|(_, code)| *code != errors::NONE)
+                .map(|(b, code)| (b.slot, code)),
+        );
+    }
+    refused
+}
+
 /// Creates `__transaction_state` if it does not exist: internal, compacted,
 /// `transaction.state.log.num.partitions` partitions.
 ///
