@@ -82,6 +82,9 @@ struct StartArgs {
     /// How often expired segments are deleted, in ms [default: 300000].
     #[arg(long)]
     log_retention_check_interval_ms: Option<u64>,
+    /// Pause between log cleaner (compaction) rounds of each shard, in ms [default: 15000].
+    #[arg(long)]
+    log_cleaner_backoff_ms: Option<u64>,
     /// Partitions of __consumer_offsets when the broker creates it [default: 50].
     #[arg(long)]
     offsets_topic_num_partitions: Option<i32>,
@@ -137,6 +140,7 @@ impl StartArgs {
             log_level: self.log_level.clone(),
             dev: self.dev.then_some(true),
             log_retention_check_interval_ms: self.log_retention_check_interval_ms,
+            log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,

@@ -317,21 +317,19 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
     });
 }
 
-/// Kafka's `log.cleaner.backoff.ms`: the pause between cleaner rounds of a shard.
-pub const LOG_CLEANER_BACKOFF_MS: u64 = 15_000;
-
 /// Runs this shard's log cleaner (compaction of `cleanup.policy=compact` topics, internal
-/// ones included) every [`LOG_CLEANER_BACKOFF_MS`], on the low-priority background queue so
+/// ones included) every `log.cleaner.backoff.ms`, on the low-priority background queue so
 /// that it yields to the request path; its totals feed the shard's metrics.
 ///
 /// Runs on the shard that owns the partitions.
 fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
+    let backoff = Duration::from_millis(ctx.state().config.log_cleaner_backoff_ms);
     let weak = Rc::downgrade(ctx);
     ctx.spawn_background(async move {
         let mut cleaner =
             sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions::default());
         loop {
-            glommio::timer::sleep(Duration::from_millis(LOG_CLEANER_BACKOFF_MS)).await;
+            glommio::timer::sleep(backoff).await;
             if shared.shutdown.load(Ordering::SeqCst) {
                 return;
             }

@@ -18,6 +18,9 @@ pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
 pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default limit on open client connections per broker.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
+/// Default `log.cleaner.backoff.ms` (Kafka's default, 15 seconds): the pause between rounds
+/// of a shard's log cleaner.
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// Default `log.retention.check.interval.ms` (Kafka's default, 5 minutes).
 pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 /// Default `offsets.topic.num.partitions` (Kafka's default).
@@ -84,6 +87,7 @@ pub struct ConfigLayer {
     pub auto_create_topics_enable: Option<bool>,
     pub num_partitions: Option<i32>,
     pub log_retention_check_interval_ms: Option<u64>,
+    pub log_cleaner_backoff_ms: Option<u64>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -137,6 +141,7 @@ impl ConfigLayer {
             log_retention_check_interval_ms: over
                 .log_retention_check_interval_ms
                 .or(self.log_retention_check_interval_ms),
+            log_cleaner_backoff_ms: over.log_cleaner_backoff_ms.or(self.log_cleaner_backoff_ms),
             offsets_topic_num_partitions: over
                 .offsets_topic_num_partitions
                 .or(self.offsets_topic_num_partitions),
@@ -200,6 +205,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// How often each shard deletes segments past `retention.ms` / `retention.bytes`.
     pub log_retention_check_interval_ms: u64,
+    /// The pause between rounds of each shard's log cleaner (compaction).
+    pub log_cleaner_backoff_ms: u64,
     /// Partitions of `__consumer_offsets` when the broker creates it (an existing topic keeps
     /// its count: groups are mapped by the count the topic has).
     pub offsets_topic_num_partitions: i32,
@@ -361,6 +368,10 @@ impl BrokerConfig {
             log_retention_check_interval_ms: layer
                 .log_retention_check_interval_ms
                 .unwrap_or(LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
+                .max(1),
+            log_cleaner_backoff_ms: layer
+                .log_cleaner_backoff_ms
+                .unwrap_or(LOG_CLEANER_BACKOFF_MS_DEFAULT)
                 .max(1),
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: layer
