@@ -31,7 +31,7 @@ pub mod filter;
 pub mod key_map;
 pub mod swap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
@@ -263,13 +263,15 @@ impl Cleaner {
             .into_iter()
             .filter_map(|(id, e)| e.batches().last().map(|b| (id, b.last_offset)))
             .collect();
-        let rules = Rules {
+        let mut rules = Rules {
             end,
             now_ms,
             delete_retention_ms: cfg.delete_retention_ms,
             producers,
             aborted,
             max_out: BATCH_BYTES_MAX,
+            committed_open: HashSet::new(),
+            aborted_open: HashSet::new(),
         };
         let segs: Vec<Rc<Segment>> = p
             .closed_segments()
@@ -277,7 +279,7 @@ impl Cleaner {
             .filter(|s| s.base() < end)
             .collect();
         for group in group_segments(&segs, cfg.segment_bytes) {
-            self.clean_group(p, &cfg, &group, &rules, &mut stats)
+            self.clean_group(p, &cfg, &group, &mut rules, &mut stats)
                 .await?;
         }
         write_checkpoint(p.dir(), end)?;
@@ -352,7 +354,7 @@ impl Cleaner {
         p: &Partition,
         cfg: &LogConfig,
         group: &[Rc<Segment>],
-        rules: &Rules,
+        rules: &mut Rules,
         stats: &mut CleanerStats,
     ) -> Result<()> {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
@@ -423,7 +425,7 @@ impl Cleaner {
         path: &Path,
         cfg: &LogConfig,
         group: &[Rc<Segment>],
-        rules: &Rules,
+        rules: &mut Rules,
         meta: &mut SegmentMeta,
         counts: &mut FilterCounts,
         stats: &mut CleanerStats,
@@ -519,11 +521,16 @@ struct Rules {
     /// The partition's aborted transactions.
     aborted: Vec<AbortedTxnEntry>,
     max_out: usize,
+    /// Producers with a committed transaction whose data batches this pass has passed and
+    /// whose commit marker it has not reached yet.
+    committed_open: HashSet<i64>,
+    /// The same for aborted transactions.
+    aborted_open: HashSet<i64>,
 }
 
 impl Rules {
     fn filter(
-        &self,
+        &mut self,
         v: &BatchView<'_>,
         map: &KeyMap,
         counts: &mut FilterCounts,
@@ -547,7 +554,8 @@ impl Rules {
             // dropped once its delete horizon passed (the horizon is set on its first clean).
             return self.filter_marker(v, empty, counts);
         }
-        if is_aborted(v, &self.aborted) {
+        if v.is_transactional() && is_aborted(v, &self.aborted) {
+            self.aborted_open.insert(pid);
             return filter::filter_batch(
                 v,
                 self.now_ms,
@@ -558,6 +566,9 @@ impl Rules {
                 counts,
                 |_, _| false,
             );
+        }
+        if v.is_transactional() {
+            self.committed_open.insert(pid);
         }
         filter::filter_batch(
             v,
@@ -582,17 +593,32 @@ impl Rules {
         )
     }
 
-    /// Transaction markers: Kafka keeps a marker until its transaction's records are gone and
-    /// then for `delete.retention.ms` more. An abort marker's records are removed by the
-    /// pass that first cleans it (aborted records never survive a pass), a commit marker's
-    /// records are ordinary records afterwards; so the marker gets its delete horizon on its
-    /// first clean and goes once the horizon has passed.
+    /// Transaction markers, as Kafka's cleaner treats them: a marker stays while any data
+    /// batch of its transaction is still in the log (this pass met one before reaching the
+    /// marker: a commit marker's batches are ordinary data until compaction empties them, an
+    /// abort marker's batches are removed by the pass that meets them). A marker with no
+    /// batch left gets a delete horizon (`now + delete.retention.ms`) and goes in a pass after
+    /// the horizon. Consumers and the coordinators' log replays thus never see a
+    /// transaction's records without its marker.
     fn filter_marker(
-        &self,
+        &mut self,
         v: &BatchView<'_>,
         empty: EmptyBatch,
         counts: &mut FilterCounts,
     ) -> Result<Filtered> {
+        let pid = v.producer_id();
+        let committed = marker_type(v, self.max_out)?;
+        let batches_left = match committed {
+            Some(true) => self.committed_open.remove(&pid),
+            Some(false) => self.aborted_open.remove(&pid),
+            // An emptied marker (kept only for its producer's state) holds no record.
+            None => false,
+        };
+        if batches_left {
+            counts.records_read += v.record_count().max(0) as u64;
+            counts.records_kept += v.record_count().max(0) as u64;
+            return Ok(Filtered::Unchanged);
+        }
         let passed = v.has_delete_horizon() && v.base_timestamp() <= self.now_ms;
         filter::filter_batch(
             v,
@@ -605,6 +631,24 @@ impl Rules {
             |_, _| !passed,
         )
     }
+}
+
+/// Whether a control batch is a commit (`Some(true)`) or abort (`Some(false)`) marker; `None`
+/// when it holds no record.
+fn marker_type(v: &BatchView<'_>, max_out: usize) -> Result<Option<bool>> {
+    let decoded =
+        decode_records(v.attributes(), v.records(), v.record_count(), max_out).map_err(|e| {
+            Error::CorruptLog {
+                segment: std::path::PathBuf::new(),
+                pos: FilePos(0),
+                detail: format!("transaction marker at {}: {e}", v.base_offset()),
+            }
+        })?;
+    let first = decoded.iter().next().and_then(|r| r.ok());
+    Ok(first.and_then(|r| r.key).and_then(|k| {
+        // Key: version int16, type int16 (0 abort, 1 commit).
+        (k.len() >= 4).then(|| i16::from_be_bytes([k[2], k[3]]) == 1)
+    }))
 }
 
 /// Whether `v` is a data batch of an aborted transaction.
