@@ -241,3 +241,105 @@ def test_kill9_while_cleaning_loses_nothing():
             assert _check_consistent(records, latest) == latest
         finally:
             broker.stop()
+
+
+def test_consumer_offsets_are_compacted_and_replay_after_restart():
+    """`__consumer_offsets` is a compacted topic like any other: with small segments, hundreds
+    of commits of one group shrink to about one record per key, and the group coordinator's
+    replay of the cleaned log after a restart gives back the last committed offsets."""
+    from confluent_kafka.admin import ConfigResource
+
+    with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
+        broker = Broker(
+            Path(tmp) / "data",
+            free_port(),
+            ["--log-cleaner-backoff-ms", "300", "--offsets-topic-num-partitions", "1"],
+        ).start()
+        try:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            admin.create_topics([NewTopic("data", 2, 1)])["data"].result(timeout=10)
+            res = ConfigResource(
+                "topic",
+                "__consumer_offsets",
+                set_config={
+                    "cleanup.policy": "compact",
+                    "segment.bytes": "4096",
+                    "segment.ms": "200",
+                    "min.cleanable.dirty.ratio": "0.01",
+                },
+            )
+            for f in admin.alter_configs([res]).values():
+                f.result(timeout=10)
+            commits = 400
+            for group in ("g1", "g2"):
+                c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+                for i in range(commits):
+                    c.commit(
+                        offsets=[
+                            TopicPartition("data", 0, i + 1),
+                            TopicPartition("data", 1, 2 * i + 1),
+                        ],
+                        asynchronous=False,
+                    )
+                    if i % 100 == 99:
+                        time.sleep(0.25)  # segment.ms rolls the offsets log
+                c.close()
+            time.sleep(0.3)
+            # One more commit of another group rolls the segment holding the last commits.
+            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "roller"})
+            c.commit(offsets=[TopicPartition("data", 0, 1)], asynchronous=False)
+            c.close()
+
+            def stored_records():
+                r = Consumer(
+                    {
+                        "bootstrap.servers": broker.bootstrap,
+                        "group.id": "reader",
+                        "enable.auto.commit": False,
+                    }
+                )
+                try:
+                    tp = TopicPartition("__consumer_offsets", 0, 0)
+                    _, high = r.get_watermark_offsets(tp, timeout=10)
+                    r.assign([tp])
+                    n = 0
+                    deadline = time.time() + 20
+                    while time.time() < deadline:
+                        m = r.poll(0.5)
+                        if m is None:
+                            if r.position([tp])[0].offset >= high:
+                                break
+                            continue
+                        if m.error() is None:
+                            n += 1
+                            if m.offset() >= high - 1:
+                                break
+                    return n
+                finally:
+                    r.close()
+
+            deadline = time.time() + 60
+            n = stored_records()
+            while time.time() < deadline and n > 50:
+                time.sleep(1)
+                n = stored_records()
+            assert n <= 50, f"{n} records in __consumer_offsets after cleaning"
+            broker.stop()
+            broker.start()
+            for group, want in (("g1", (commits, 2 * commits - 1)), ("g2", (commits, 2 * commits - 1))):
+                c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+                got = None
+                deadline = time.time() + 30
+                while time.time() < deadline:
+                    try:
+                        got = c.committed(
+                            [TopicPartition("data", 0), TopicPartition("data", 1)], timeout=5
+                        )
+                        break
+                    except Exception:  # the coordinator may still be loading
+                        time.sleep(0.5)
+                c.close()
+                assert got is not None
+                assert (got[0].offset, got[1].offset) == want, (group, got)
+        finally:
+            broker.stop()

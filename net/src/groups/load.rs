@@ -94,6 +94,11 @@ impl Rebuild {
                 continue;
             }
             next = batch_next;
+            // The log cleaner keeps some batches without records (the last batch of an active
+            // producer, an emptied marker): they hold nothing to apply.
+            if batch.record_count() == 0 {
+                continue;
+            }
             let decoded = decode_records(
                 batch.attributes(),
                 batch.records(),
