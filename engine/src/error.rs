@@ -123,6 +123,15 @@ pub enum Error {
         #[source]
         source: crate::producer_state::ProducerError,
     },
+
+    /// A transaction marker's control batch could not be built (its one fixed-size record
+    /// always fits; kept as an error rather than a panic on the write path).
+    #[error("{tp}: transaction marker not built: {source}")]
+    Marker {
+        tp: TopicPartition,
+        #[source]
+        source: crate::builder::BuildError,
+    },
 }
 
 impl Error {
@@ -145,6 +154,7 @@ impl Error {
             Error::CorruptLog { .. } => KAFKA_STORAGE_ERROR,
             Error::Closed { .. } => KAFKA_STORAGE_ERROR,
             Error::Producer { source, .. } => source.kafka_code(),
+            Error::Marker { source, .. } => source.kafka_code(),
         }
     }
 

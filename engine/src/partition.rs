@@ -506,10 +506,9 @@ impl Partition {
                 producer_epoch,
                 now_ms(),
             )
-            .map_err(|e| Error::InvalidConfig {
-                name: "transaction marker",
-                value: format!("producer {producer_id}"),
-                reason: e.to_string(),
+            .map_err(|source| Error::Marker {
+                tp: me.inner.tp.clone(),
+                source,
             })?;
             let info = me
                 .append_in_turn(ticket, batch, Durability::Synced, Some(marker), false)
