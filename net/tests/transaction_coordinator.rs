@@ -679,3 +679,52 @@ fn a_transactional_batch_outside_the_ongoing_transaction_is_refused() {
     assert_eq!(c.batches("t", 0), vec![(false, pid), (true, pid)]);
     assert!(c.batches("t", 1).is_empty());
 }
+
+#[test]
+fn an_idle_transactional_id_expires_with_a_tombstone_that_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let expiring = ConfigLayer {
+        transactional_id_expiration_ms: Some(300),
+        transaction_remove_expired_transaction_cleanup_interval_ms: Some(100),
+        ..settings()
+    };
+    let first;
+    {
+        let broker = Broker::start_in(&data, expiring.clone());
+        let mut c = Client::connect(broker.addr);
+        c.create_topic("t", 1);
+        let (code, pid, _) = c.init(4, "tx-idle", 60_000, None);
+        assert_eq!(code, errors::NONE);
+        first = pid;
+        // An open transaction never expires; once it ends, the id is idle.
+        assert_eq!(
+            c.add(3, "tx-idle", (pid, 0), &[("t", 0)]),
+            vec![errors::NONE]
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(c.describe(&["tx-idle"])[0].transaction_state, "Ongoing");
+        assert_eq!(c.end(3, "tx-idle", (pid, 0), false), errors::NONE);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.describe(&["tx-idle"])[0].error_code != errors::TRANSACTIONAL_ID_NOT_FOUND {
+            assert!(Instant::now() < deadline, "the idle id did not expire");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The tombstone is what the restart replays: the id stays gone, and a new producer with it
+    // starts over with a new producer id.
+    let broker = Broker::start_in(&data, settings());
+    let mut c = Client::connect(broker.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        let code = c.describe(&["tx-idle"])[0].error_code;
+        if code != errors::COORDINATOR_LOAD_IN_PROGRESS || Instant::now() > deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, errors::TRANSACTIONAL_ID_NOT_FOUND);
+    let (code, pid, epoch) = c.init(4, "tx-idle", 60_000, None);
+    assert_eq!((code, epoch), (errors::NONE, 0));
+    assert_ne!(pid, first);
+}

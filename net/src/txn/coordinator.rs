@@ -281,7 +281,8 @@ pub async fn abort_timed_out(ctx: &Rc<BrokerCtx>) {
         return;
     };
     for (id, producer_id) in due {
-        // Earlier aborts were awaited: look at this id again as it is now.
+        // Earlier aborts were awaited: look at this id again as it is now (`Err(NONE)`: it
+        // ended or moved on meanwhile, nothing to do).
         let prepared = with_txn(ctx, &id, |m| {
             if m.data.producer_id != producer_id || !m.timed_out(now_ms()) {
                 return Err(errors::NONE);
@@ -324,6 +325,7 @@ pub async fn expire_ids(ctx: &Rc<BrokerCtx>) {
         .map(|m| m.transactional_id.clone())
         .collect();
     for id in due {
+        // Used again meanwhile (`Err(NONE)`): it stays.
         let prepared = with_txn(ctx, &id, |m| {
             if !m.expired(now_ms(), expiration_ms) {
                 return Err(errors::NONE);
