@@ -345,7 +345,24 @@ fn transactional_offsets_count_only_when_their_transaction_commits() {
         vec![errors::INVALID_PRODUCER_EPOCH]
     );
 
+    // The group's partition must be in the transaction (KIP-890 verification): offsets of a
+    // group whose partition AddOffsetsToTxn never added are refused.
+    let outside = ["h1", "h2", "h3", "h4", "h5"]
+        .into_iter()
+        .find(|h| partition_for(h, OFFSETS_PARTITIONS) != group_partition)
+        .unwrap();
+    assert_eq!(
+        c.txn_commit(3, "tx", me, outside, "", -1, "in", &[(0, 1)]),
+        vec![errors::INVALID_TXN_STATE]
+    );
+    assert_eq!(
+        c.txn_commit(4, "tx", me, outside, "", -1, "in", &[(0, 1)]),
+        vec![errors::TRANSACTION_ABORTABLE]
+    );
+    assert_eq!(c.fetch_offsets(outside, "in", true)[0], (-1, errors::NONE));
+
     // Group-level and partition-level refusals.
+    assert_eq!(c.add_offsets("tx", me, "never-seen"), errors::NONE);
     assert_eq!(
         c.txn_commit(3, "tx", me, "g", "nobody", 1, "in", &[(0, 1)]),
         vec![errors::UNKNOWN_MEMBER_ID]

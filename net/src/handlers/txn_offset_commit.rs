@@ -15,6 +15,15 @@
 //! v2 COORDINATOR_LOAD_IN_PROGRESS is answered as COORDINATOR_NOT_AVAILABLE, which clients of
 //! that age know to retry (as Kafka does).
 //!
+//! With `transaction.partition.verification.enable` (KIP-890 part 1, on by default as in Kafka
+//! 3.6+) the transaction coordinator first confirms that the group's `__consumer_offsets`
+//! partition is in the producer's ongoing transaction (AddOffsetsToTxn put it there): offsets
+//! written outside one would open a transaction on the partition that no marker ever ends,
+//! leaving them pending for good. A partition outside the transaction is INVALID_TXN_STATE
+//! (TRANSACTION_ABORTABLE from v4, for clients that know it), an old epoch
+//! INVALID_PRODUCER_EPOCH, a transaction being ended CONCURRENT_TRANSACTIONS, a coordinator
+//! that cannot answer yet COORDINATOR_LOAD_IN_PROGRESS (retried without a lookup).
+//!
 //! Runs on the connection's shard; the commit runs on the group's coordinator shard.
 
 use std::rc::Rc;
@@ -30,10 +39,14 @@ use crate::broker::BrokerCtx;
 use crate::errors;
 use crate::groups::coordinator::{self, OffsetToCommit, TxnCommitCall};
 use crate::groups::state::CommittedOffset;
-use crate::groups::{self, OFFSET_METADATA_BYTES_MAX};
+use crate::groups::{self, OFFSETS_TOPIC, OFFSET_METADATA_BYTES_MAX};
+use crate::txn;
 
 /// Versions served.
 pub const VERSIONS: (i16, i16) = (0, 4);
+
+/// First version whose clients handle TRANSACTION_ABORTABLE.
+const TRANSACTION_ABORTABLE_MIN_VERSION: i16 = 4;
 
 /// Runs on the connection's shard.
 pub async fn handle(
@@ -83,6 +96,8 @@ pub async fn handle(
     } else if offsets.is_empty() {
         // Nothing reaches the coordinator (Kafka answers such a request without it).
         Ok(())
+    } else if let Err(code) = verify(ctx, header.request_api_version, &request).await {
+        Err(code)
     } else {
         let call = TxnCommitCall {
             group_id: request.group_id.clone(),
@@ -100,6 +115,14 @@ pub async fn handle(
         .and_then(|r| r)
     };
     let mut group_code = outcome.err().unwrap_or(errors::NONE);
+    if group_code != errors::NONE {
+        tracing::debug!(
+            group = %request.group_id,
+            transactional_id = %request.transactional_id,
+            code = group_code,
+            "transactional offset commit refused"
+        );
+    }
     if header.request_api_version < 2 && group_code == errors::COORDINATOR_LOAD_IN_PROGRESS {
         group_code = errors::COORDINATOR_NOT_AVAILABLE;
     }
@@ -122,5 +145,50 @@ pub async fn handle(
             })
             .collect(),
         ..TxnOffsetCommitResponse::default()
+    }
+}
+
+/// Asks the transaction coordinator whether the group's `__consumer_offsets` partition is in
+/// the producer's ongoing transaction (when verification is on); the error for the whole
+/// request otherwise, as Kafka maps the answers for TxnOffsetCommit.
+///
+/// Runs on the connection's shard; the check runs on the transaction coordinator's shard.
+async fn verify(
+    ctx: &Rc<BrokerCtx>,
+    version: i16,
+    request: &TxnOffsetCommitRequest,
+) -> Result<(), i16> {
+    if !ctx.state().config.transaction_partition_verification_enable {
+        return Ok(());
+    }
+    let Some(count) = groups::offsets_partition_count(ctx) else {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    };
+    let partition = (
+        OFFSETS_TOPIC.to_string(),
+        groups::partition_for(&request.group_id, count),
+    );
+    let id = request.transactional_id.clone();
+    let (producer_id, producer_epoch) = (request.producer_id, request.producer_epoch);
+    let answer = txn::on_coordinator(ctx, &request.transactional_id, move |home, _| async move {
+        txn::coordinator::verify_partitions(&home, &id, producer_id, producer_epoch, &[partition])
+    })
+    .await
+    .and_then(|r| r);
+    match answer {
+        Ok(codes) => match codes.first().copied().unwrap_or(errors::INVALID_TXN_STATE) {
+            errors::NONE => Ok(()),
+            errors::INVALID_TXN_STATE if version >= TRANSACTION_ABORTABLE_MIN_VERSION => {
+                Err(errors::TRANSACTION_ABORTABLE)
+            }
+            code => Err(code),
+        },
+        Err(errors::PRODUCER_FENCED) => Err(errors::INVALID_PRODUCER_EPOCH),
+        Err(
+            errors::COORDINATOR_LOAD_IN_PROGRESS
+            | errors::COORDINATOR_NOT_AVAILABLE
+            | errors::NOT_COORDINATOR,
+        ) => Err(errors::COORDINATOR_LOAD_IN_PROGRESS),
+        Err(code) => Err(code),
     }
 }
