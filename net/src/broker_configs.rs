@@ -10,7 +10,10 @@
 
 use crate::config::{
     BrokerConfig, CONNECTIONS_MAX_IDLE_MS_DEFAULT, MAX_CONNECTIONS_DEFAULT,
-    SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+    SOCKET_REQUEST_MAX_BYTES_DEFAULT, TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+    TRANSACTION_ABORT_INTERVAL_MS_DEFAULT, TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
+    TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT,
+    TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT, TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
 };
 use crate::topic_configs::{config_type, source, ConfigEntry, Synonym, TOPIC_CONFIGS};
 
@@ -114,6 +117,7 @@ pub fn describe_broker_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
             "The most client connections the broker accepts at once.",
         ),
     ];
+    out.extend(transaction_configs(config));
     for def in TOPIC_CONFIGS {
         let Some(name) = def.broker_synonym else {
             continue;
@@ -131,6 +135,54 @@ pub fn describe_broker_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The transaction coordinator's settings, under their Kafka names.
+fn transaction_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
+    vec![
+        static_or_default(
+            "transaction.state.log.num.partitions",
+            config.transaction_state_log_num_partitions,
+            TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+            config_type::INT,
+            "The partitions of __transaction_state when the broker creates it.",
+        ),
+        static_or_default(
+            "transaction.max.timeout.ms",
+            config.transaction_max_timeout_ms,
+            TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
+            config_type::INT,
+            "The longest transaction timeout a producer may ask for.",
+        ),
+        static_or_default(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            TRANSACTION_ABORT_INTERVAL_MS_DEFAULT,
+            config_type::INT,
+            "How often transactions open past their timeout are aborted.",
+        ),
+        static_or_default(
+            "transactional.id.expiration.ms",
+            config.transactional_id_expiration_ms,
+            TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+            config_type::INT,
+            "How long a transactional id without transactions is kept.",
+        ),
+        static_or_default(
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            config.transaction_remove_expired_transaction_cleanup_interval_ms,
+            TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT,
+            config_type::INT,
+            "How often expired transactional ids are removed.",
+        ),
+        static_or_default(
+            "transaction.partition.verification.enable",
+            config.transaction_partition_verification_enable,
+            TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT,
+            config_type::BOOLEAN,
+            "Whether a transactional batch's partition must be in the producer's ongoing transaction.",
+        ),
+    ]
 }
 
 /// Why a broker resource cannot be altered: Sluice reads broker settings at start-up only.
@@ -216,6 +268,14 @@ mod tests {
         assert_eq!(get("log.retention.ms").value.as_deref(), Some("604800000"));
         assert_eq!(get("message.max.bytes").value.as_deref(), Some("1048588"));
         assert_eq!(get("broker.id").value.as_deref(), Some("1"));
+        assert_eq!(
+            get("transaction.max.timeout.ms").value.as_deref(),
+            Some("900000")
+        );
+        assert_eq!(
+            get("transaction.state.log.num.partitions").source,
+            source::DEFAULT_CONFIG
+        );
         assert!(entries.iter().all(|e| e.read_only));
         let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let len = names.len();
