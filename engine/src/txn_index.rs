@@ -85,6 +85,35 @@ impl AbortedTxnEntry {
     }
 }
 
+/// Removes `<base>.txnindex` files whose segment is not in `bases`, and every
+/// `<base>.txnindex.tmp`.
+fn remove_strays(dir: &Path, bases: &[Offset]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (stem, tmp) = match name.strip_suffix(".txnindex.tmp") {
+            Some(stem) => (stem, true),
+            None => match name.strip_suffix(".txnindex") {
+                Some(stem) => (stem, false),
+                None => continue,
+            },
+        };
+        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let orphan = stem
+            .parse::<i64>()
+            .is_ok_and(|b| !bases.contains(&Offset(b)));
+        if tmp || orphan {
+            match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An aborted transaction as a fetch reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
@@ -103,8 +132,11 @@ pub struct TxnIndex {
 impl TxnIndex {
     /// Loads the index files of the segments `bases` in `dir`. A missing file is an empty
     /// index; a torn or damaged tail is dropped (from the first entry that does not decode),
-    /// recovery rebuilds what it covers.
+    /// recovery rebuilds what it covers. Index files of segments that are gone (a crash while
+    /// a segment was being deleted) and temporary files of an interrupted rewrite are removed.
     pub fn load(dir: &Path, bases: impl IntoIterator<Item = Offset>) -> std::io::Result<TxnIndex> {
+        let bases: Vec<Offset> = bases.into_iter().collect();
+        remove_strays(dir, &bases)?;
         let mut index = TxnIndex {
             dir: dir.to_path_buf(),
             segments: BTreeMap::new(),
@@ -360,6 +392,26 @@ mod tests {
             std::fs::metadata(&path).unwrap().len(),
             2 * TXN_INDEX_ENTRY_BYTES as u64
         );
+    }
+
+    #[test]
+    fn stray_files_are_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = TxnIndex::load(dir.path(), []).unwrap();
+        ix.append(Offset(0), entry(1, 0, 5, 6)).unwrap();
+        ix.append(Offset(10), entry(2, 10, 12, 13)).unwrap();
+        let tmp = dir
+            .path()
+            .join(format!("{}.tmp", txn_index_file_name(Offset(10))));
+        std::fs::write(&tmp, b"partial").unwrap();
+        let other = dir.path().join("00000000000000000000.log");
+        std::fs::write(&other, b"").unwrap();
+        // Segment 0 is gone: its index goes too; segment 10's stays.
+        let back = TxnIndex::load(dir.path(), [Offset(10)]).unwrap();
+        assert_eq!(back.entries(Offset(10)), &[entry(2, 10, 12, 13)]);
+        assert!(!dir.path().join(txn_index_file_name(Offset(0))).exists());
+        assert!(!tmp.exists());
+        assert!(other.exists(), "other files are left alone");
     }
 
     #[test]
