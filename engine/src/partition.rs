@@ -1130,8 +1130,17 @@ impl Partition {
         }
         inner.drain_active().await?;
         let seg = inner.st.borrow().writer.segment().clone();
-        inner.seal(&seg).await?;
-        inner.snapshot_producers(seg.next_offset())?;
+        // An empty active segment of a partition without producer state has nothing to seal
+        // or snapshot (the roll that created it wrote the snapshot of the older segments).
+        // Brokers hold many such partitions (the internal topics' 100); each used to cost a
+        // truncate, a file fsync and a snapshot with two more fsyncs at every shutdown.
+        let untouched = seg.size() == 0
+            && inner.st.borrow().producers.is_empty()
+            && seg.file().size().await.is_ok_and(|len| len == 0);
+        if !untouched {
+            inner.seal(&seg).await?;
+            inner.snapshot_producers(seg.next_offset())?;
+        }
         // A clean close vouches for the whole log: the next open scans nothing.
         RecoveryPoint {
             segment_base: seg.base(),
