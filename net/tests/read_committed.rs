@@ -351,3 +351,96 @@ fn read_committed_sees_only_stable_data_and_the_aborted_transactions() {
     assert_eq!(batches(&done), vec![(7, 10, false), (10, 11, true)]);
     assert_eq!(aborted(&done), Some(vec![(9, 7)]));
 }
+
+#[test]
+fn write_txn_markers_answers_every_marker_in_the_shape_of_the_request() {
+    let broker = Broker::start_with(data_path_only());
+    let mut c = Client::connect(broker.addr);
+    c.create_topic();
+    assert_eq!(
+        c.produce(0, records(21, 0, 0, 2), Some("a")),
+        (errors::NONE, 0)
+    );
+    assert_eq!(
+        c.produce(1, records(22, 0, 0, 1), Some("b")),
+        (errors::NONE, 0)
+    );
+    assert_eq!(c.fetch(0, 0, 1, 0).last_stable_offset, 0);
+    // v0 (not flexible), two producers, an unknown topic among known ones.
+    let topic = |name: &str, parts: &[i32]| WritableTxnMarkerTopic {
+        name: name.into(),
+        partition_indexes: parts.to_vec(),
+        ..WritableTxnMarkerTopic::default()
+    };
+    let request = WriteTxnMarkersRequest {
+        markers: vec![
+            WritableTxnMarker {
+                producer_id: 21,
+                producer_epoch: 0,
+                transaction_result: true,
+                topics: vec![topic(TOPIC, &[0, 1])],
+                coordinator_epoch: 0,
+                ..WritableTxnMarker::default()
+            },
+            WritableTxnMarker {
+                producer_id: 22,
+                producer_epoch: 0,
+                transaction_result: false,
+                topics: vec![topic("no-such-topic", &[0]), topic(TOPIC, &[1])],
+                coordinator_epoch: 0,
+                ..WritableTxnMarker::default()
+            },
+        ],
+        ..WriteTxnMarkersRequest::default()
+    };
+    let Response::WriteTxnMarkers(r) = c.call(0, Request::WriteTxnMarkers(request)) else {
+        panic!("wrong response type");
+    };
+    let shape: Vec<(i64, Vec<(String, Vec<(i32, i16)>)>)> = r
+        .markers
+        .iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .iter()
+                .map(|t| {
+                    let parts = t
+                        .partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.error_code))
+                        .collect();
+                    (t.name.clone(), parts)
+                })
+                .collect();
+            (m.producer_id, topics)
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (21, vec![(TOPIC.to_string(), vec![(0, 0), (1, 0)])]),
+            (
+                22,
+                vec![
+                    (
+                        "no-such-topic".to_string(),
+                        vec![(0, errors::UNKNOWN_TOPIC_OR_PARTITION)]
+                    ),
+                    (TOPIC.to_string(), vec![(1, 0)])
+                ]
+            ),
+        ]
+    );
+    // Partition 1 got a commit of producer 21 (which had nothing open there) and the abort of
+    // producer 22: both partitions are stable, and only 22's transaction is listed.
+    let p0 = c.fetch(0, 0, 1, 0);
+    assert_eq!((p0.high_watermark, p0.last_stable_offset), (3, 3));
+    assert_eq!(aborted(&p0), Some(vec![]));
+    let p1 = c.fetch(1, 0, 1, 0);
+    assert_eq!((p1.high_watermark, p1.last_stable_offset), (3, 3));
+    assert_eq!(aborted(&p1), Some(vec![(22, 0)]));
+    assert_eq!(
+        batches(&p1),
+        vec![(0, 1, false), (1, 2, true), (2, 3, true)]
+    );
+}
