@@ -728,3 +728,83 @@ fn an_idle_transactional_id_expires_with_a_tombstone_that_outlives_a_restart() {
     assert_eq!((code, epoch), (errors::NONE, 0));
     assert_ne!(pid, first);
 }
+
+/// Sends `requests` back to back on one new connection before reading any answer (as
+/// librdkafka pipelines them), then returns the answers in order.
+fn pipelined(addr: std::net::SocketAddr, requests: Vec<(i16, Request)>) -> Vec<Response> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sent = Vec::new();
+    for (i, (version, request)) in requests.into_iter().enumerate() {
+        let correlation = i as i32 + 1;
+        let frame =
+            sluice_protocol::encode_request(correlation, version, Some("pipe"), &request).unwrap();
+        for chunk in &frame.chunks {
+            stream.write_all(chunk).unwrap();
+        }
+        sent.push((request.api_key(), version, correlation));
+    }
+    sent.into_iter()
+        .map(|(api, version, correlation)| {
+            let mut size = [0u8; 4];
+            stream.read_exact(&mut size).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+            stream.read_exact(&mut body).unwrap();
+            let (header, response) =
+                sluice_protocol::decode_response(api, version, Bytes::from(body)).unwrap();
+            assert_eq!(header.correlation_id, correlation);
+            response
+        })
+        .collect()
+}
+
+#[test]
+fn pipelined_requests_of_one_transactional_id_apply_in_order_after_the_previous_markers() {
+    let broker = Broker::start_with(settings());
+    let mut c = Client::connect(broker.addr);
+    c.create_topic("t", 2);
+    let (code, pid, _) = c.init(4, "tx-p", 60_000, None);
+    assert_eq!(code, errors::NONE);
+    let me = (pid, 0);
+    for round in 0..5 {
+        assert_eq!(
+            c.add(3, "tx-p", me, &[("t", 0), ("t", 1)]),
+            vec![errors::NONE; 2]
+        );
+        assert_eq!(c.end(3, "tx-p", me, true), errors::NONE, "round {round}");
+        // The commit's markers are still being written: the next transaction's first
+        // AddPartitionsToTxn waits for them rather than refuse, and the EndTxn(abort) sent
+        // right behind it applies after it, to the new transaction.
+        let add = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
+            v3_and_below_transactional_id: "tx-p".into(),
+            v3_and_below_producer_id: pid,
+            v3_and_below_producer_epoch: 0,
+            v3_and_below_topics: topics(&[("t", 1)]),
+            ..AddPartitionsToTxnRequest::default()
+        });
+        let abort = Request::EndTxn(EndTxnRequest {
+            transactional_id: "tx-p".into(),
+            producer_id: pid,
+            producer_epoch: 0,
+            committed: false,
+            ..EndTxnRequest::default()
+        });
+        let answers = pipelined(broker.addr, vec![(3, add), (3, abort)]);
+        let Response::AddPartitionsToTxn(a) = &answers[0] else {
+            panic!()
+        };
+        assert_eq!(
+            codes(&a.results_by_topic_v3_and_below, &[("t", 1)]),
+            vec![errors::NONE],
+            "round {round}"
+        );
+        let Response::EndTxn(e) = &answers[1] else {
+            panic!()
+        };
+        assert_eq!(e.error_code, errors::NONE, "round {round}");
+        c.await_state("tx-p", "CompleteAbort");
+    }
+}

@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_engine::builder::BatchBuilder;
@@ -29,6 +29,7 @@ use crate::groups::coordinator::LoadState;
 use crate::txn::records::{self, TxnValue};
 use crate::txn::state::{EndStep, InitPlan, TxnData, TxnMetadata, TxnState};
 use crate::txn::TXN_TOPIC;
+use sluice_engine::order::{AppendOrder, Turn};
 
 /// The coordinator epoch markers carry: a single node never changes the leader of its
 /// `__transaction_state` partitions.
@@ -36,6 +37,15 @@ pub const COORDINATOR_EPOCH: i32 = 0;
 /// First wait before markers that failed are written again; doubles up to the maximum.
 const MARKER_RETRY_MS: u64 = 50;
 const MARKER_RETRY_MS_MAX: u64 = 2_000;
+/// How long AddPartitionsToTxn, AddOffsetsToTxn and InitProducerId wait for the id's previous
+/// transaction to finish (its markers and Complete state) before they answer
+/// CONCURRENT_TRANSACTIONS. Markers normally take a few fdatasyncs; waiting here saves the
+/// client a retry, and spares librdkafka a race: a transaction it aborts while its first
+/// AddPartitionsToTxn was refused CONCURRENT_TRANSACTIONS still gets an EndTxn(abort), which
+/// the previous transaction's CompleteCommit state would have to refuse INVALID_TXN_STATE, a
+/// fatal error for that producer.
+const SETTLE_WAIT_MS: u64 = 1_000;
+const SETTLE_POLL_MS: u64 = 2;
 
 /// The coordinator state of one shard.
 ///
@@ -48,6 +58,8 @@ pub struct TxnShard {
     /// Set once the broker stops: marker tasks give up (the log keeps the Prepare state,
     /// and the next start completes it).
     stopping: Cell<bool>,
+    /// Per transactional id with requests in progress, their order (see [`in_turn`]).
+    orders: RefCell<HashMap<String, Rc<AppendOrder>>>,
 }
 
 /// A transactional id as DescribeTransactions and ListTransactions see it.
@@ -147,6 +159,111 @@ pub async fn init_producer_id(
     timeout_ms: i32,
     expected: Option<(i64, i16)>,
 ) -> Result<(i64, i16), i16> {
+    let _turn = in_turn(ctx, transactional_id).await;
+    init_producer_id_in_turn(ctx, partition, transactional_id, timeout_ms, expected).await
+}
+
+/// Handles AddPartitionsToTxn (and AddOffsetsToTxn's offsets partition): one error for all
+/// of `partitions`.
+///
+/// Runs on the coordinator shard.
+pub async fn add_partitions(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: &[(String, i32)],
+) -> i16 {
+    let _turn = in_turn(ctx, transactional_id).await;
+    add_partitions_in_turn(
+        ctx,
+        partition,
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        partitions,
+    )
+    .await
+}
+
+/// Handles EndTxn: answers once the PrepareCommit/PrepareAbort is durable; the markers and
+/// the Complete state follow in the background.
+///
+/// Runs on the coordinator shard.
+pub async fn end_txn(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> i16 {
+    let _turn = in_turn(ctx, transactional_id).await;
+    end_txn_in_turn(
+        ctx,
+        partition,
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        commit,
+    )
+    .await
+}
+
+/// The turn of one client request on a transactional id. Requests on one id are served one
+/// at a time, in the order they reached this shard, as Kafka serves a connection's requests
+/// in order: a client that pipelines AddPartitionsToTxn and EndTxn (librdkafka aborting while
+/// its partitions are being registered) gets them applied in that order, even when the first
+/// waits for the previous transaction's markers.
+///
+/// Runs on the coordinator shard.
+async fn in_turn<'a>(ctx: &'a Rc<BrokerCtx>, transactional_id: &str) -> InTurn<'a> {
+    let shard = &ctx.state().txns;
+    // The place is taken synchronously, on arrival.
+    let ticket = shard
+        .orders
+        .borrow_mut()
+        .entry(transactional_id.to_string())
+        .or_default()
+        .ticket();
+    let mut guard = InTurn {
+        shard,
+        transactional_id: transactional_id.to_string(),
+        turn: None,
+    };
+    guard.turn = Some(ticket.turn().await);
+    guard
+}
+
+/// Ends a request's turn when dropped, and forgets the order of an id nobody waits on.
+struct InTurn<'a> {
+    shard: &'a TxnShard,
+    transactional_id: String,
+    turn: Option<Turn>,
+}
+
+impl Drop for InTurn<'_> {
+    fn drop(&mut self) {
+        self.turn.take();
+        let mut orders = self.shard.orders.borrow_mut();
+        if orders
+            .get(&self.transactional_id)
+            .is_some_and(|o| o.queued() == 0)
+        {
+            orders.remove(&self.transactional_id);
+        }
+    }
+}
+
+/// InitProducerId in its turn.
+async fn init_producer_id_in_turn(
+    ctx: &Rc<BrokerCtx>,
+    partition: i32,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> Result<(i64, i16), i16> {
     let shard = &ctx.state().txns;
     if !shard.txns.borrow().contains_key(transactional_id) {
         let id = fresh_producer_id(ctx).await?;
@@ -156,6 +273,7 @@ pub async fn init_producer_id(
             .entry(transactional_id.to_string())
             .or_insert_with(|| TxnMetadata::new(transactional_id, id, timeout_ms, now_ms()));
     }
+    settle(ctx, transactional_id).await;
     let plan = with_txn(ctx, transactional_id, |m| m.plan_init(expected))?;
     let next = match plan {
         InitPlan::FenceOngoing => {
@@ -191,11 +309,8 @@ pub async fn init_producer_id(
     Ok(answer)
 }
 
-/// Handles AddPartitionsToTxn (and AddOffsetsToTxn's offsets partition): one error for all
-/// of `partitions`.
-///
-/// Runs on the coordinator shard.
-pub async fn add_partitions(
+/// AddPartitionsToTxn in its turn.
+async fn add_partitions_in_turn(
     ctx: &Rc<BrokerCtx>,
     partition: i32,
     transactional_id: &str,
@@ -203,6 +318,7 @@ pub async fn add_partitions(
     producer_epoch: i16,
     partitions: &[(String, i32)],
 ) -> i16 {
+    settle(ctx, transactional_id).await;
     let prepared = with_txn(ctx, transactional_id, |m| {
         m.prepare_add_partitions(producer_id, producer_epoch, partitions, now_ms())
     });
@@ -232,11 +348,8 @@ pub fn verify_partitions(
     })
 }
 
-/// Handles EndTxn: answers once the PrepareCommit/PrepareAbort is durable; the markers and
-/// the Complete state follow in the background.
-///
-/// Runs on the coordinator shard.
-pub async fn end_txn(
+/// EndTxn in its turn.
+async fn end_txn_in_turn(
     ctx: &Rc<BrokerCtx>,
     partition: i32,
     transactional_id: &str,
@@ -350,6 +463,30 @@ pub async fn expire_ids(ctx: &Rc<BrokerCtx>) {
                 tracing::warn!(transactional_id = %id, code, "cannot expire a transactional id");
             }
         }
+    }
+}
+
+/// Waits, up to [`SETTLE_WAIT_MS`], while `transactional_id` has a state write in flight or a
+/// transaction whose markers are still being written.
+///
+/// Runs on the coordinator shard.
+async fn settle(ctx: &Rc<BrokerCtx>, transactional_id: &str) {
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
+    loop {
+        let busy = ctx
+            .state()
+            .txns
+            .txns
+            .borrow()
+            .get(transactional_id)
+            .is_some_and(|m| {
+                m.pending.is_some()
+                    || matches!(m.state(), TxnState::PrepareCommit | TxnState::PrepareAbort)
+            });
+        if !busy || Instant::now() >= deadline || ctx.state().txns.stopping.get() {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
     }
 }
 
