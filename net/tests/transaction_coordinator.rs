@@ -318,6 +318,7 @@ fn every_transaction_api_through_one_transactional_ids_life() {
     assert!(r.coordinators.iter().all(|k| k.error_code == errors::NONE));
 
     c.create_topic("t", 2);
+    assert_eq!(c.init(4, "", 60_000, None).0, errors::INVALID_REQUEST);
     // Timeouts outside 1..=transaction.max.timeout.ms.
     assert_eq!(
         c.init(4, "tx-a", 0, None).0,

@@ -49,12 +49,11 @@ async fn init(ctx: &Rc<BrokerCtx>, request: &InitProducerIdRequest) -> (i16, i64
     if (request.producer_id == -1) != (request.producer_epoch == -1) {
         return (errors::INVALID_REQUEST, -1, -1);
     }
-    if let Some(id) = request
-        .transactional_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
-    {
-        return init_transactional(ctx, id, request).await;
+    match request.transactional_id.as_deref() {
+        // Kafka: null is an idempotent producer, an empty id a malformed request.
+        Some("") => return (errors::INVALID_REQUEST, -1, -1),
+        Some(id) => return init_transactional(ctx, id, request).await,
+        None => {}
     }
     match next_producer_id(ctx).await {
         Ok(id) => (errors::NONE, id, 0),
