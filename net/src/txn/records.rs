@@ -397,6 +397,28 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic_the_decoders() {
+        // A damaged or hostile log must give errors, never a panic or a huge allocation.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let valid = value(&sample(), 1);
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 64) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            if round % 2 == 0 {
+                // Mostly valid: one flipped byte of a real value.
+                buf = valid.to_vec();
+                let at = (x as usize) % buf.len();
+                buf[at] ^= (x >> 32) as u8 | 1;
+            }
+            let _ = decode_value(&buf);
+            let _ = decode_key(&buf);
+        }
+    }
+
+    #[test]
     fn truncated_values_are_errors() {
         let v = value(&sample(), 1);
         for cut in [1, 5, 20, v.len() - 1] {
