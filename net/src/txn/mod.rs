@@ -86,7 +86,14 @@ where
     };
     ctx.call(home, move |home_ctx: Rc<BrokerCtx>| async move {
         match home_ctx.state().txns.load_state(partition) {
-            Some(LoadState::Loaded) => Ok(work(home_ctx.clone(), partition).await),
+            // A task of its own, which runs to its end even when the caller gives up (its
+            // connection closed, dropping the handler, which on the coordinator's own shard
+            // runs this inline): a transition left half-way would keep its id pending, and
+            // refused CONCURRENT_TRANSACTIONS, until a restart.
+            Some(LoadState::Loaded) => glommio::spawn_local(work(home_ctx.clone(), partition))
+                .detach()
+                .await
+                .ok_or(errors::COORDINATOR_NOT_AVAILABLE),
             Some(LoadState::Loading) => Err(errors::COORDINATOR_LOAD_IN_PROGRESS),
             None if home_ctx.state().cluster.slot(&tp).is_some() => {
                 Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
