@@ -91,12 +91,17 @@ where
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     ctx.call(home, move |home_ctx: Rc<BrokerCtx>| async move {
+        // At start-up the partition is this shard's before it is open and before its load
+        // begins: that is loading too (NOT_COORDINATOR would send clients to look the
+        // coordinator up again, only to be sent here).
+        let routed_here = || {
+            home_ctx.state().cluster.slot(&tp).is_some()
+                || home_ctx.state().cluster.topics().shard_for(&tp) == Some(home_ctx.id())
+        };
         match home_ctx.state().groups.load_state(partition) {
             Some(LoadState::Loaded) => Ok(work(home_ctx.clone(), partition).await),
             Some(LoadState::Loading) => Err(errors::COORDINATOR_LOAD_IN_PROGRESS),
-            None if home_ctx.state().cluster.slot(&tp).is_some() => {
-                Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
-            }
+            None if routed_here() => Err(errors::COORDINATOR_LOAD_IN_PROGRESS),
             None => Err(errors::NOT_COORDINATOR),
         }
     })
