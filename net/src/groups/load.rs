@@ -107,6 +107,11 @@ impl Rebuild {
             )
             .map_err(|e| e.to_string())?;
             if batch.is_control() {
+                if batch.record_count() == 0 {
+                    // The cleaner emptied this marker: its whole transaction is gone from the
+                    // log already, so there is nothing to end (as Kafka reads such a batch).
+                    continue;
+                }
                 // A marker record's key: version int16, type int16 (0 abort, 1 commit).
                 let marker = decoded.iter().next().and_then(Result::ok).and_then(|r| {
                     r.key
@@ -438,6 +443,9 @@ mod tests {
         b.build().unwrap().to_vec()
     }
 
+    /// Bytes of a record batch header.
+    const BATCH_HEADER: usize = 61;
+
     fn marker_at(base: i64, producer: i64, commit: bool) -> Vec<u8> {
         let mut m = sluice_engine::builder::control_marker_batch(commit, 0, producer, 0, 0)
             .unwrap()
@@ -485,6 +493,24 @@ mod tests {
         assert_eq!(g1.txn_offsets.len(), 1);
         assert_eq!(g1.txn_offsets[&11][&("t".to_string(), 2)].offset, 4);
         assert!(g1.has_pending_txn_offset("t", 2));
+    }
+
+    #[test]
+    fn a_marker_the_cleaner_emptied_ends_nothing() {
+        // A control batch without records: the cleaner removed its whole transaction.
+        let marker = marker_at(1, 7, true);
+        let mut empty = marker[..BATCH_HEADER].to_vec();
+        empty[8..12].copy_from_slice(&((BATCH_HEADER - 12) as i32).to_be_bytes());
+        empty[57..61].copy_from_slice(&0i32.to_be_bytes());
+        let crc = sluice_engine::builder::batch_crc(&empty).unwrap();
+        empty[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut buf = batch_at(0, Some(7), &[offset("g", "t", 0, Some(2))]);
+        buf.extend(empty);
+        let mut r = Rebuild::new(0);
+        assert_eq!(r.apply_batches(&buf, Offset(0)).unwrap(), Offset(2));
+        let groups = r.into_groups(0, 0);
+        assert!(groups[0].offsets.is_empty());
+        assert_eq!(groups[0].txn_offsets[&7].len(), 1);
     }
 
     #[test]
