@@ -10,7 +10,7 @@
 //! `RefCell`s that are never borrowed across an await.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -57,6 +57,10 @@ pub struct GroupsShard {
     /// the marker that ends its transaction was applied finds the outcome here (see
     /// [`txn_commit`]).
     markers: RefCell<HashMap<(i32, i64), AppliedMarker>>,
+    /// The groups that may hold offsets of each producer's open transaction, so that a marker
+    /// visits those groups only (Kafka's open transactions by group). An id may outlive its
+    /// group's pending offsets (a deleted group); the marker then finds nothing there.
+    txn_groups: RefCell<HashMap<i64, HashSet<String>>>,
 }
 
 /// A transaction marker applied to the groups of an offsets partition.
@@ -81,7 +85,14 @@ impl GroupsShard {
     /// Installs groups rebuilt from the log (start-up).
     pub(crate) fn install(&self, groups: Vec<Group>) {
         let mut map = self.groups.borrow_mut();
+        let mut txn_groups = self.txn_groups.borrow_mut();
         for g in groups {
+            for producer_id in g.txn_offsets.keys() {
+                txn_groups
+                    .entry(*producer_id)
+                    .or_default()
+                    .insert(g.id.clone());
+            }
             map.insert(g.id.clone(), g);
         }
     }
@@ -441,7 +452,15 @@ pub async fn txn_commit(
         for (i, mut o) in call.offsets.into_iter().enumerate() {
             o.offset.record_offset = base + i as i64;
             match ended {
-                None => g.txn_commit(call.producer_id, &o.topic, o.partition, o.offset),
+                None => {
+                    g.txn_commit(call.producer_id, &o.topic, o.partition, o.offset);
+                    shard
+                        .txn_groups
+                        .borrow_mut()
+                        .entry(call.producer_id)
+                        .or_default()
+                        .insert(call.group_id.clone());
+                }
                 Some(true) => g.commit(&o.topic, o.partition, o.offset),
                 Some(false) => {}
             }
@@ -481,12 +500,29 @@ pub fn txn_marker_written(
             applied_ms: now_ms(),
         },
     );
+    let mut txn_groups = shard.txn_groups.borrow_mut();
+    let Some(ids) = txn_groups.get_mut(&producer_id) else {
+        return;
+    };
+    // The producer's groups on this partition; those on other partitions of this shard wait
+    // for their own marker.
+    let here: Vec<String> = ids
+        .iter()
+        .filter(|id| super::partition_for(id, n) == partition)
+        .cloned()
+        .collect();
+    for id in &here {
+        ids.remove(id);
+    }
+    if ids.is_empty() {
+        txn_groups.remove(&producer_id);
+    }
     let mut groups = shard.groups.borrow_mut();
-    for g in groups.values_mut() {
-        if g.txn_offsets.contains_key(&producer_id) && super::partition_for(&g.id, n) == partition {
+    for id in here {
+        if let Some(g) = groups.get_mut(&id) {
             let count = g.complete_txn(producer_id, committed);
             tracing::debug!(
-                group = %g.id,
+                group = %id,
                 producer_id,
                 committed,
                 offsets = count,
