@@ -158,7 +158,7 @@ impl<S: 'static> ShardBoot<S> {
 }
 
 /// Shares of CPU the background queue gets relative to the default queue's 1000.
-const BACKGROUND_SHARES: usize = 50;
+pub const BACKGROUND_SHARES: usize = 50;
 
 /// A shard's context: its id, its state, and the way to reach the other shards.
 ///

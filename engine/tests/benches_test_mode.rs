@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 mod append_throughput;
 
+#[path = "../benches/cleaner.rs"]
+#[allow(dead_code)]
+mod cleaner;
+
 #[path = "../benches/recovery.rs"]
 #[allow(dead_code)]
 mod recovery;
@@ -36,4 +40,15 @@ fn recovery_bench_runs_in_test_mode() {
         "{r:?}"
     );
     assert!(r.store_bytes >= 3 << 20);
+}
+
+#[test]
+fn cleaner_bench_runs_in_test_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = cleaner::Params::from_env(true);
+    let r = cleaner::measure(dir.path(), &p);
+    // 1000 keys over 2 MiB: cleaning must shrink the log and both probes must have produced.
+    assert!(r.stats.bytes_written < r.stats.bytes_read / 2, "{r:?}");
+    assert!(r.alone.count > 0 && r.while_cleaning.count > 0, "{r:?}");
+    assert!(cleaner::report_json(&p, &r).contains("\"p99_ratio\""));
 }

@@ -86,6 +86,9 @@ impl Default for CleanerOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanerStats {
     pub passes: u64,
+    /// Bytes read to build the key map.
+    pub map_bytes_read: u64,
+    /// Bytes of segments read to rewrite them.
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub records_read: u64,
@@ -99,6 +102,7 @@ pub struct CleanerStats {
 impl CleanerStats {
     fn add(&mut self, o: &CleanerStats) {
         self.passes += o.passes;
+        self.map_bytes_read += o.map_bytes_read;
         self.bytes_read += o.bytes_read;
         self.bytes_written += o.bytes_written;
         self.records_read += o.records_read;
@@ -313,6 +317,9 @@ impl Cleaner {
                     ScanItem::End => break,
                     ScanItem::Defect { pos, what } => return Err(corrupt(&seg, pos, what)),
                 };
+                // The cleaner shares its shard with the request path: it gives the CPU up
+                // whenever its task queue's time slice is over, not only at I/O.
+                glommio::yield_if_needed().await;
                 let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(&seg, pos, &e))?;
                 if v.last_offset() < d.first_dirty {
                     continue;
@@ -323,7 +330,7 @@ impl Cleaner {
                 if v.record_count() as usize > self.map.room() {
                     return Ok(end);
                 }
-                stats.bytes_read += v.total_len() as u64;
+                stats.map_bytes_read += v.total_len() as u64;
                 if !v.is_control() && !is_aborted(&v, aborted) {
                     let decoded = decode_records(
                         v.attributes(),
@@ -449,6 +456,7 @@ impl Cleaner {
                     ScanItem::End => break,
                     ScanItem::Defect { pos, what } => return Err(corrupt(seg, pos, what)),
                 };
+                glommio::yield_if_needed().await;
                 let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
                 stats.bytes_read += v.total_len() as u64;
                 let kept = rules.filter(&v, &self.map, counts).map_err(|e| match e {

@@ -811,7 +811,7 @@ fn render_cleaner(e: &mut Exposition, shards: &[ShardSnapshot]) {
         (
             "sluice_cleaner_bytes_read_total",
             "Bytes of segments the log cleaner read.",
-            |c| c.bytes_read,
+            |c| c.bytes_read + c.map_bytes_read,
         ),
         (
             "sluice_cleaner_bytes_written_total",

@@ -1,0 +1,275 @@
+//! Log cleaner throughput, and what cleaning costs the produce path of the same shard.
+//!
+//! A compacted partition is filled with `SLUICE_CLEANER_MB` (default 256) of records spread
+//! over `SLUICE_CLEANER_KEYS` keys (default 100000) with `SLUICE_CLEANER_VALUE_BYTES`-byte
+//! values (default 200) in batches of 100 records (codec `SLUICE_CLEANER_CODEC`: none, lz4,
+//! zstd…; default lz4), in 64 MiB segments. Then, on one executor (one shard):
+//! 1. produce latency alone: small batches (10 records of 100 bytes, `Durability::Written`)
+//!    appended one at a time to another partition for `SLUICE_CLEANER_PROBE_S` seconds
+//!    (default 5);
+//! 2. the same produce loop while the cleaner cleans the first partition from a low-priority
+//!    task queue with the shard runtime's background shares (as the broker runs it).
+//!
+//! It prints cleaning MiB/s (bytes of segments rewritten / wall time; building the key map
+//! reads the dirty part once more), the bytes written, and produce
+//! p50/p99/p99.9/max with and without cleaning, plus a JSON line. Figures only: nothing is
+//! asserted about speed.
+//!
+//! `cargo bench -p sluice-engine --bench cleaner` (`SLUICE_BENCH_DIR` picks the disk). Without
+//! `--bench` it runs a tiny test mode.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{Latency, Shares};
+use sluice_engine::builder::BatchBuilder;
+use sluice_engine::cleaner::{Cleaner, CleanerOptions, CleanerStats};
+use sluice_engine::compression::Codec;
+use sluice_engine::config::LogConfig;
+use sluice_engine::durability::Durability;
+use sluice_engine::partition::{now_ms, Partition, ShardContext};
+use sluice_engine::types::TopicPartition;
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub log_bytes: u64,
+    pub keys: u64,
+    pub value_bytes: usize,
+    pub codec: Codec,
+    pub segment_bytes: u64,
+    pub probe: Duration,
+}
+
+impl Params {
+    pub fn from_env(test_mode: bool) -> Params {
+        let get = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        if test_mode {
+            return Params {
+                log_bytes: 2 << 20,
+                keys: 1000,
+                value_bytes: 100,
+                codec: Codec::Lz4,
+                segment_bytes: 256 << 10,
+                probe: Duration::from_millis(200),
+            };
+        }
+        Params {
+            log_bytes: get("SLUICE_CLEANER_MB", 256) << 20,
+            keys: get("SLUICE_CLEANER_KEYS", 100_000),
+            value_bytes: get("SLUICE_CLEANER_VALUE_BYTES", 200) as usize,
+            codec: std::env::var("SLUICE_CLEANER_CODEC")
+                .ok()
+                .and_then(|c| Codec::from_name(&c))
+                .unwrap_or(Codec::Lz4),
+            segment_bytes: 64 << 20,
+            probe: Duration::from_secs(get("SLUICE_CLEANER_PROBE_S", 5)),
+        }
+    }
+}
+
+/// Produce latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latencies {
+    pub count: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CleanResult {
+    pub stats: CleanerStats,
+    pub clean_secs: f64,
+    pub read_mb_per_sec: f64,
+    pub alone: Latencies,
+    pub while_cleaning: Latencies,
+}
+
+fn latencies(mut v: Vec<Duration>) -> Latencies {
+    v.sort();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Latencies {
+        count: v.len(),
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: v.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+    }
+}
+
+/// Appends small batches to `p` until `stop` is set or `limit` passes; returns latencies.
+async fn probe(p: &Partition, limit: Duration, stop: Option<Rc<Cell<bool>>>) -> Vec<Duration> {
+    let mut b = BatchBuilder::new(Codec::None);
+    for _ in 0..10 {
+        b.append(now_ms(), Some(b"probe"), Some(&[7u8; 100]), &[])
+            .unwrap();
+    }
+    let batch = b.build().unwrap();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < limit && !stop.as_ref().is_some_and(|s| s.get()) {
+        let t = Instant::now();
+        p.append(batch.clone(), Durability::Written).await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+pub fn measure(root: &Path, params: &Params) -> CleanResult {
+    let root = root.to_path_buf();
+    let params = params.clone();
+    glommio::LocalExecutor::default().run(async move {
+        sluice_engine::io::prime_executor(&root).await.unwrap();
+        let cfg = Arc::new(
+            LogConfig::from_pairs([
+                ("segment.bytes", params.segment_bytes.to_string().as_str()),
+                ("cleanup.policy", "compact"),
+                ("min.cleanable.dirty.ratio", "0"),
+            ])
+            .unwrap(),
+        );
+        let ctx = ShardContext::default();
+        let p = Partition::open(
+            &root,
+            TopicPartition::new("compacted", 0),
+            cfg.clone(),
+            ctx.clone(),
+        )
+        .await
+        .unwrap();
+        let other = Partition::open(&root, TopicPartition::new("other", 0), cfg, ctx)
+            .await
+            .unwrap();
+        let mut written = 0u64;
+        let mut n = 0u64;
+        // Values of pseudo-random letters: compressible like text, not like a run of one byte.
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut value = vec![0u8; params.value_bytes];
+        while written < params.log_bytes {
+            let mut b = BatchBuilder::new(params.codec);
+            for _ in 0..100 {
+                // A cheap spread over the keys (multiplicative hash of a counter).
+                let k = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % params.keys;
+                for b in value.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = b'a' + (seed % 16) as u8;
+                }
+                b.append(
+                    now_ms(),
+                    Some(format!("key-{k:010}").as_bytes()),
+                    Some(&value),
+                    &[],
+                )
+                .unwrap();
+                n += 1;
+            }
+            let batch = b.build().unwrap();
+            written += batch.len() as u64;
+            p.append(batch, Durability::Buffered).await.unwrap();
+        }
+        p.flush().await.unwrap();
+
+        let alone = latencies(probe(&other, params.probe, None).await);
+
+        let tq = glommio::executor().create_task_queue(
+            Shares::Static(sluice_engine::shard::BACKGROUND_SHARES),
+            Latency::NotImportant,
+            "cleaner",
+        );
+        let done = Rc::new(Cell::new(false));
+        let (p2, done2) = (p.clone(), done.clone());
+        let cleaning = glommio::spawn_local_into(
+            async move {
+                let mut cleaner = Cleaner::new(CleanerOptions::default());
+                let t = Instant::now();
+                let stats = cleaner.clean(&p2, now_ms()).await.unwrap();
+                done2.set(true);
+                (stats, t.elapsed())
+            },
+            tq,
+        )
+        .unwrap();
+        // Produce for as long as the cleaner runs (at least the probe time).
+        let mut lat = probe(&other, params.probe, Some(done.clone())).await;
+        if !done.get() {
+            lat.extend(probe(&other, Duration::from_secs(3600), Some(done.clone())).await);
+        }
+        let (stats, took) = cleaning.await;
+        p.close().await.unwrap();
+        other.close().await.unwrap();
+        let clean_secs = took.as_secs_f64();
+        CleanResult {
+            stats,
+            clean_secs,
+            read_mb_per_sec: stats.bytes_read as f64 / clean_secs / (1 << 20) as f64,
+            alone,
+            while_cleaning: latencies(lat),
+        }
+    })
+}
+
+pub fn report_json(params: &Params, r: &CleanResult) -> String {
+    format!(
+        concat!(
+            "{{\"bench\":\"cleaner\",\"log_bytes\":{},\"keys\":{},\"value_bytes\":{},",
+            "\"codec\":\"{}\",\"bytes_read\":{},\"bytes_written\":{},\"passes\":{},",
+            "\"clean_secs\":{:.3},\"read_mb_per_sec\":{:.1},",
+            "\"produce_alone_p99_us\":{:.0},\"produce_cleaning_p99_us\":{:.0},",
+            "\"p99_ratio\":{:.2}}}"
+        ),
+        params.log_bytes,
+        params.keys,
+        params.value_bytes,
+        params.codec.name(),
+        r.stats.bytes_read,
+        r.stats.bytes_written,
+        r.stats.passes,
+        r.clean_secs,
+        r.read_mb_per_sec,
+        r.alone.p99_us,
+        r.while_cleaning.p99_us,
+        r.while_cleaning.p99_us / r.alone.p99_us.max(1.0),
+    )
+}
+
+#[allow(dead_code)]
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let params = Params::from_env(!bench);
+    let dir = match std::env::var("SLUICE_BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let r = measure(dir.path(), &params);
+    println!(
+        "cleaner: {} MiB cleaned ({} MiB read for the key map), {} MiB written in {} pass(es), {:.2} s: {:.1} MiB/s of log",
+        r.stats.bytes_read >> 20,
+        r.stats.map_bytes_read >> 20,
+        r.stats.bytes_written >> 20,
+        r.stats.passes,
+        r.clean_secs,
+        r.read_mb_per_sec
+    );
+    for (name, l) in [("alone", r.alone), ("while cleaning", r.while_cleaning)] {
+        println!(
+            "produce {name}: n={} p50={:.0}us p99={:.0}us p99.9={:.0}us max={:.0}us",
+            l.count, l.p50_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
+    println!("{}", report_json(&params, &r));
+}
