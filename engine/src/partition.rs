@@ -1220,7 +1220,12 @@ impl Partition {
         for s in old {
             s.send_file()?;
         }
-        commit()?;
+        // A swap that failed part-way leaves the files in a state only start-up recovery
+        // resolves (it finishes or rolls back the swap); until then the in-memory segments may
+        // name files that were renamed, so the partition stops taking writes.
+        if let Err(e) = commit() {
+            return Err(inner.poison("cleaner segment swap", e.to_string()));
+        }
         let bases: Vec<Offset> = old.iter().map(|s| s.base()).collect();
         let end = last.next_offset();
         {

@@ -301,6 +301,10 @@ fn a_crash_at_each_swap_step_leaves_old_or_new_segments() {
                 crashing.clean(&p, now_ms()).await.is_err(),
                 "{step:?}: injected crash"
             );
+            assert!(
+                p.poisoned().is_some(),
+                "{step:?}: a failed swap stops the partition's writes until a restart"
+            );
             drop(p);
             let p = open(&root, &cfg, &ctx).await;
             let vis = visible(&p).await;
