@@ -1008,6 +1008,8 @@ impl Partition {
         // no crash can leave one to be trusted once the log grows past it again.
         producer_state::remove_snapshots_above(&inner.dir, new_end)
             .map_err(|e| Error::io("remove producer snapshots", &inner.dir, e))?;
+        // Likewise the cleaner's checkpoint: offsets appended again past the new end are dirty.
+        crate::cleaner::clamp_checkpoint(&inner.dir, new_end)?;
         for s in later.iter().rev() {
             s.remove_files()?;
         }

@@ -332,3 +332,47 @@ fn a_crash_at_each_swap_step_leaves_old_or_new_segments() {
         });
     }
 }
+
+#[test]
+fn truncation_below_the_cleaned_range_makes_new_appends_dirty_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let mut appended = BTreeMap::new();
+        for round in 0..30u16 {
+            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+            let base = append(&p, &recs, 0).await;
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        let mut cleaner = Cleaner::new(CleanerOptions::default());
+        cleaner.clean(&p, now_ms()).await.unwrap();
+        let checkpoint = sluice_engine::cleaner::read_checkpoint(p.dir())
+            .unwrap()
+            .unwrap();
+        let cut = sluice_engine::types::Offset(checkpoint.0 / 2);
+        let end = p.truncate_to(cut).await.unwrap();
+        let stored = sluice_engine::cleaner::read_checkpoint(p.dir())
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored <= end,
+            "checkpoint {stored} past the truncated end {end}"
+        );
+        appended.retain(|o, _| *o < end.0);
+        for round in 100..130u16 {
+            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+            let base = append(&p, &recs, 0).await;
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        cleaner.clean(&p, now_ms()).await.unwrap();
+        check(&visible(&p).await, &appended);
+        p.close().await.unwrap();
+    });
+}

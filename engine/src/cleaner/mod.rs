@@ -792,6 +792,15 @@ pub fn read_checkpoint(dir: &Path) -> Result<Option<Offset>> {
     }
 }
 
+/// Moves the cleaner checkpoint of the partition in `dir` down to `end` if it is past it (the
+/// log is being truncated to `end`: what is appended there again has not been cleaned).
+pub(crate) fn clamp_checkpoint(dir: &Path, end: Offset) -> Result<()> {
+    match read_checkpoint(dir)? {
+        Some(c) if c > end => write_checkpoint(dir, end),
+        _ => Ok(()),
+    }
+}
+
 /// Writes the cleaner checkpoint durably. A lost update only makes the next pass map again
 /// what is already clean.
 fn write_checkpoint(dir: &Path, offset: Offset) -> Result<()> {
