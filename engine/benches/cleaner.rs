@@ -110,6 +110,16 @@ fn latencies(mut v: Vec<Duration>) -> Latencies {
     }
 }
 
+/// How a probe append waits: `Durability::Written` (the default: the device write, as acks=1),
+/// or only for its place in the write buffer with `SLUICE_CLEANER_PROBE=buffered` (separates
+/// the CPU share of the slowdown from the device's).
+fn probe_durability() -> Durability {
+    match std::env::var("SLUICE_CLEANER_PROBE").as_deref() {
+        Ok("buffered") => Durability::Buffered,
+        _ => Durability::Written,
+    }
+}
+
 /// Appends small batches to `p` until `stop` is set or `limit` passes; returns latencies.
 async fn probe(p: &Partition, limit: Duration, stop: Option<Rc<Cell<bool>>>) -> Vec<Duration> {
     let mut b = BatchBuilder::new(Codec::None);
@@ -122,7 +132,7 @@ async fn probe(p: &Partition, limit: Duration, stop: Option<Rc<Cell<bool>>>) -> 
     let started = Instant::now();
     while started.elapsed() < limit && !stop.as_ref().is_some_and(|s| s.get()) {
         let t = Instant::now();
-        p.append(batch.clone(), Durability::Written).await.unwrap();
+        p.append(batch.clone(), probe_durability()).await.unwrap();
         out.push(t.elapsed());
     }
     out
