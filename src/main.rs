@@ -85,6 +85,9 @@ struct StartArgs {
     /// Pause between log cleaner (compaction) rounds of each shard, in ms [default: 15000].
     #[arg(long)]
     log_cleaner_backoff_ms: Option<u64>,
+    /// Most bytes per second each shard's log cleaner reads [default: no limit].
+    #[arg(long)]
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Partitions of __consumer_offsets when the broker creates it [default: 50].
     #[arg(long)]
     offsets_topic_num_partitions: Option<i32>,
@@ -141,6 +144,7 @@ impl StartArgs {
             dev: self.dev.then_some(true),
             log_retention_check_interval_ms: self.log_retention_check_interval_ms,
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
+            log_cleaner_io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,

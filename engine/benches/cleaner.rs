@@ -42,6 +42,8 @@ pub struct Params {
     pub codec: Codec,
     pub segment_bytes: u64,
     pub probe: Duration,
+    /// The cleaner's I/O limit (`SLUICE_CLEANER_IO_MBPS`, MiB/s; unset: none).
+    pub io_bytes_per_sec: Option<u64>,
 }
 
 impl Params {
@@ -60,6 +62,7 @@ impl Params {
                 codec: Codec::Lz4,
                 segment_bytes: 256 << 10,
                 probe: Duration::from_millis(200),
+                io_bytes_per_sec: None,
             };
         }
         Params {
@@ -72,6 +75,10 @@ impl Params {
                 .unwrap_or(Codec::Lz4),
             segment_bytes: 64 << 20,
             probe: Duration::from_secs(get("SLUICE_CLEANER_PROBE_S", 5)),
+            io_bytes_per_sec: std::env::var("SLUICE_CLEANER_IO_MBPS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|m| m << 20),
         }
     }
 }
@@ -203,9 +210,13 @@ pub fn measure(root: &Path, params: &Params) -> CleanResult {
         );
         let done = Rc::new(Cell::new(false));
         let (p2, done2) = (p.clone(), done.clone());
+        let io_bytes_per_sec = params.io_bytes_per_sec;
         let cleaning = glommio::spawn_local_into(
             async move {
-                let mut cleaner = Cleaner::new(CleanerOptions::default());
+                let mut cleaner = Cleaner::new(CleanerOptions {
+                    io_bytes_per_sec,
+                    ..CleanerOptions::default()
+                });
                 let t = Instant::now();
                 let stats = cleaner.clean(&p2, now_ms()).await.unwrap();
                 done2.set(true);
@@ -237,7 +248,7 @@ pub fn report_json(params: &Params, r: &CleanResult) -> String {
     format!(
         concat!(
             "{{\"bench\":\"cleaner\",\"log_bytes\":{},\"keys\":{},\"value_bytes\":{},",
-            "\"codec\":\"{}\",\"bytes_read\":{},\"bytes_written\":{},\"passes\":{},",
+            "\"codec\":\"{}\",\"io_limit_bytes_per_sec\":{},\"bytes_read\":{},\"bytes_written\":{},\"passes\":{},",
             "\"clean_secs\":{:.3},\"read_mb_per_sec\":{:.1},",
             "\"produce_alone_p99_us\":{:.0},\"produce_cleaning_p99_us\":{:.0},",
             "\"p99_ratio\":{:.2}}}"
@@ -246,6 +257,7 @@ pub fn report_json(params: &Params, r: &CleanResult) -> String {
         params.keys,
         params.value_bytes,
         params.codec.name(),
+        params.io_bytes_per_sec.map_or(-1, |b| b as i64),
         r.stats.bytes_read,
         r.stats.bytes_written,
         r.stats.passes,

@@ -175,7 +175,7 @@ fn run_ops(root: &Path, ops: Vec<Op>, delete_retention_ms: i64) {
         let mut cleaner = Cleaner::new(CleanerOptions {
             // 16 slots (14 usable): a log of 40 keys needs several passes.
             key_map_bytes: 16 * 24,
-            crash_at: None,
+            ..CleanerOptions::default()
         });
         let mut appended: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)> = BTreeMap::new();
         for op in ops {

@@ -324,10 +324,14 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
 /// Runs on the shard that owns the partitions.
 fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
     let backoff = Duration::from_millis(ctx.state().config.log_cleaner_backoff_ms);
+    let io_limit = ctx.state().config.log_cleaner_io_max_bytes_per_second;
     let weak = Rc::downgrade(ctx);
     ctx.spawn_background(async move {
         let mut cleaner =
-            sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions::default());
+            sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions {
+                io_bytes_per_sec: io_limit,
+                ..sluice_engine::cleaner::CleanerOptions::default()
+            });
         loop {
             glommio::timer::sleep(backoff).await;
             if shared.shutdown.load(Ordering::SeqCst) {

@@ -88,6 +88,7 @@ pub struct ConfigLayer {
     pub num_partitions: Option<i32>,
     pub log_retention_check_interval_ms: Option<u64>,
     pub log_cleaner_backoff_ms: Option<u64>,
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -142,6 +143,9 @@ impl ConfigLayer {
                 .log_retention_check_interval_ms
                 .or(self.log_retention_check_interval_ms),
             log_cleaner_backoff_ms: over.log_cleaner_backoff_ms.or(self.log_cleaner_backoff_ms),
+            log_cleaner_io_max_bytes_per_second: over
+                .log_cleaner_io_max_bytes_per_second
+                .or(self.log_cleaner_io_max_bytes_per_second),
             offsets_topic_num_partitions: over
                 .offsets_topic_num_partitions
                 .or(self.offsets_topic_num_partitions),
@@ -207,6 +211,9 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// The pause between rounds of each shard's log cleaner (compaction).
     pub log_cleaner_backoff_ms: u64,
+    /// The most segment bytes per second each shard's cleaner reads (`None`: no limit, Kafka's
+    /// default), so that cleaning does not crowd produce writes off the device.
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Partitions of `__consumer_offsets` when the broker creates it (an existing topic keeps
     /// its count: groups are mapped by the count the topic has).
     pub offsets_topic_num_partitions: i32,
@@ -373,6 +380,9 @@ impl BrokerConfig {
                 .log_cleaner_backoff_ms
                 .unwrap_or(LOG_CLEANER_BACKOFF_MS_DEFAULT)
                 .max(1),
+            log_cleaner_io_max_bytes_per_second: layer
+                .log_cleaner_io_max_bytes_per_second
+                .filter(|b| *b > 0),
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: layer
                 .group_initial_rebalance_delay_ms

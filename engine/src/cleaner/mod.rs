@@ -69,6 +69,10 @@ const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 pub struct CleanerOptions {
     /// Memory of the key map.
     pub key_map_bytes: usize,
+    /// Kafka's `log.cleaner.io.max.bytes.per.second`: the most segment bytes the cleaner reads
+    /// per second (`None`: as fast as it can). The cleaner shares the device with the
+    /// request path; this keeps its reads from queueing ahead of produce writes.
+    pub io_bytes_per_sec: Option<u64>,
     /// Fault injection (tests): stop a swap after this step as if the process died there.
     pub crash_at: Option<SwapStep>,
 }
@@ -78,6 +82,7 @@ impl Default for CleanerOptions {
         CleanerOptions {
             key_map_bytes: KEY_MAP_BYTES_DEFAULT,
             crash_at: None,
+            io_bytes_per_sec: None,
         }
     }
 }
@@ -302,7 +307,7 @@ impl Cleaner {
     ) -> Result<Offset> {
         let interval = p.config().index_interval_bytes;
         let mut end = d.first_dirty;
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec);
         for seg in p.closed_segments() {
             if seg.next_offset() <= d.first_dirty {
                 continue;
@@ -318,7 +323,7 @@ impl Cleaner {
                     ScanItem::End => break,
                     ScanItem::Defect { pos, what } => return Err(corrupt(&seg, pos, what)),
                 };
-                pacer.pace().await;
+                pacer.pace(bytes.len()).await;
                 let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(&seg, pos, &e))?;
                 if v.last_offset() < d.first_dirty {
                     continue;
@@ -446,7 +451,7 @@ impl Cleaner {
         let base = meta.next_offset;
         let mut written = 0u64;
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec);
         for seg in group {
             seg.ensure_indexes(cfg.index_interval_bytes).await?;
             let mut scan = Scanner::new(seg.file(), 0, seg.readable(), SCAN_CHUNK_BYTES);
@@ -456,7 +461,7 @@ impl Cleaner {
                     ScanItem::End => break,
                     ScanItem::Defect { pos, what } => return Err(corrupt(seg, pos, what)),
                 };
-                pacer.pace().await;
+                pacer.pace(bytes.len()).await;
                 let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
                 stats.bytes_read += v.total_len() as u64;
                 let kept = rules.filter(&v, &self.map, counts).map_err(|e| match e {
@@ -498,19 +503,37 @@ const CLEANER_SLICE: Duration = Duration::from_micros(200);
 /// Makes the cleaner give its shard's CPU up every [`CLEANER_SLICE`] of work: it shares the
 /// shard with the request path, and glommio's own preemption slice (100 ms) would let a pass
 /// hold produce and fetch requests that long. Yielding the task queue lets every other queue
-/// with work run first; with none, the cleaner resumes at once.
+/// with work run first; with none, the cleaner resumes at once. With an I/O limit it also
+/// sleeps whenever the bytes read so far are ahead of the allowed rate.
 struct Pacer {
     since: Instant,
+    started: Instant,
+    bytes: u64,
+    limit: Option<u64>,
 }
 
 impl Pacer {
-    fn new() -> Pacer {
+    fn new(limit: Option<u64>) -> Pacer {
+        let now = Instant::now();
         Pacer {
-            since: Instant::now(),
+            since: now,
+            started: now,
+            bytes: 0,
+            limit: limit.filter(|l| *l > 0),
         }
     }
 
-    async fn pace(&mut self) {
+    async fn pace(&mut self, read: usize) {
+        self.bytes += read as u64;
+        if let Some(limit) = self.limit {
+            let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
+            let spent = self.started.elapsed();
+            if due > spent + CLEANER_SLICE {
+                glommio::timer::sleep(due - spent).await;
+                self.since = Instant::now();
+                return;
+            }
+        }
         if self.since.elapsed() >= CLEANER_SLICE {
             glommio::executor().yield_task_queue_now().await;
             self.since = Instant::now();
