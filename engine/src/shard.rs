@@ -271,6 +271,23 @@ impl<S: 'static> ShardCtx<S> {
     }
 }
 
+/// How often [`park_guard`] wakes its executor.
+const PARK_GUARD_TICK: Duration = Duration::from_millis(50);
+
+/// Keeps a timer pending on the shard at all times, so the executor never parks without a
+/// deadline. glommio 0.9's run loop can park while a task is runnable: when its preemption
+/// timer fires before the first task queue runs (the thread was descheduled for longer than
+/// the preemption slice, which happens on a loaded machine), `run_task_queues` reports that
+/// nothing ran and the executor sleeps in `io_uring_enter` until some event arrives. With no
+/// I/O and no timer pending, nothing arrives: a broker hung at start-up for 18 minutes that
+/// way until a debugger's attach interrupted the syscall (the fix upstream is glommio PR #53
+/// of the glommio/glommio fork). With this timer the stall lasts one tick at most.
+async fn park_guard() {
+    loop {
+        glommio::timer::sleep(PARK_GUARD_TICK).await;
+    }
+}
+
 /// Starts `config.nr_shards` executors, runs `body` on each with its `ShardBoot`, and waits for
 /// all of them to finish. Returns the bodies' results in shard order.
 ///
@@ -308,7 +325,10 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("{}-{}", config.name, i))
             .spin_before_park(Duration::from_micros(0))
-            .spawn(move || body(boot))
+            .spawn(move || async move {
+                glommio::spawn_local(park_guard()).detach();
+                body(boot).await
+            })
             .map_err(|e| ShardError::Start {
                 shard: id,
                 message: e.to_string(),

@@ -352,6 +352,9 @@ fn read_committed_sees_only_stable_data_and_the_aborted_transactions() {
     assert_eq!(aborted(&done), Some(vec![(9, 7)]));
 }
 
+/// A WriteTxnMarkers answer reduced to producer id -> topic -> (partition, error code).
+type MarkerShape = (i64, Vec<(String, Vec<(i32, i16)>)>);
+
 #[test]
 fn write_txn_markers_answers_every_marker_in_the_shape_of_the_request() {
     let broker = Broker::start_with(data_path_only());
@@ -396,7 +399,7 @@ fn write_txn_markers_answers_every_marker_in_the_shape_of_the_request() {
     let Response::WriteTxnMarkers(r) = c.call(0, Request::WriteTxnMarkers(request)) else {
         panic!("wrong response type");
     };
-    let shape: Vec<(i64, Vec<(String, Vec<(i32, i16)>)>)> = r
+    let shape: Vec<MarkerShape> = r
         .markers
         .iter()
         .map(|m| {

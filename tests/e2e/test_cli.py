@@ -98,8 +98,8 @@ def test_topic_lifecycle_is_seen_by_confluent_kafka(broker):
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     md = admin.list_topics(timeout=10)
-    # The broker's internal offsets topic is listed too, as by Kafka.
-    assert sorted(md.topics) == ["__consumer_offsets", "audit", "orders"]
+    # The broker's internal offsets and transaction-state topics are listed too, as by Kafka.
+    assert sorted(md.topics) == ["__consumer_offsets", "__transaction_state", "audit", "orders"]
     assert sorted(md.topics["orders"].partitions) == [0, 1, 2]
     configs = admin.describe_configs([ConfigResource("topic", "orders")])
     entries = list(configs.values())[0].result(timeout=TIMEOUT_S)
