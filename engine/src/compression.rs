@@ -405,16 +405,25 @@ fn decompress_zstd(
         if out.len() > max_out {
             return Err(CompressionError::OutputTooLarge { codec, max_out });
         }
+        // zstd answers 0 once a frame is decoded and fully flushed: with all input read, the
+        // stream is complete, even when the output exactly filled the buffer (checking for room
+        // first sent a finished stream into one more call, which then waited for a next frame
+        // that never comes: an 816-byte records section compressed 4:1 was refused).
+        if source.pos() == input.len() && hint == 0 {
+            return Ok(out);
+        }
         if source.pos() == input.len() && out.len() < out.capacity() {
-            // All input read and room left over: the stream is complete only if the last
-            // frame finished.
-            if hint == 0 {
-                return Ok(out);
+            // All input read and room left over, but the last frame is unfinished. zstd can
+            // still hold decoded bytes then (a block decoded into its own buffer because the
+            // room at the call's start was smaller than the block, flushed only up to that
+            // room), so only a call that produced nothing proves the frame is cut short.
+            if out.len() == produced_before {
+                return Err(CompressionError::Corrupt {
+                    codec,
+                    reason: "the last frame is incomplete".into(),
+                });
             }
-            return Err(CompressionError::Corrupt {
-                codec,
-                reason: "the last frame is incomplete".into(),
-            });
+            continue;
         }
         if source.pos() == consumed_before
             && out.len() == produced_before
@@ -882,5 +891,35 @@ mod tests {
         assert_eq!(zstd_window_log_max(64 << 20), 26);
         assert_eq!(zstd_window_log_max((64 << 20) + 1), 27);
         assert_eq!(zstd_window_log_max(usize::MAX), ZSTD_WINDOW_LOG_MAX);
+    }
+
+    #[test]
+    fn zstd_output_that_exactly_fills_the_first_buffer_is_complete() {
+        // The decoder's first buffer is four times the input; find records-like data that
+        // compresses exactly 4:1, so the decoded bytes fill that buffer to the last byte.
+        let text: Vec<u8> = (0..4096u32)
+            .flat_map(|i| {
+                format!(
+                    "key-{:03}value-{:05}-{}",
+                    i % 40,
+                    i * 7919 % 65536,
+                    "x".repeat((i % 97) as usize)
+                )
+                .into_bytes()
+            })
+            .collect();
+        let exact: Vec<usize> = (64..text.len().min(8192))
+            .filter(|&n| compress(Codec::Zstd, &text[..n], None).unwrap().len() * 4 == n)
+            .take(3)
+            .collect();
+        assert!(!exact.is_empty(), "no input compressed exactly 4:1");
+        for n in exact {
+            let packed = compress(Codec::Zstd, &text[..n], None).unwrap();
+            assert_eq!(
+                decompress(Codec::Zstd, &packed, 1 << 20).unwrap(),
+                &text[..n],
+                "{n} bytes"
+            );
+        }
     }
 }
