@@ -106,7 +106,8 @@ def test_topic_lifecycle_is_seen_by_confluent_kafka(broker):
     assert entries["retention.ms"].value == "3600000"
     assert entries["cleanup.policy"].value == "compact,delete"
 
-    assert sluice(broker, "topic", "list").stdout == b"__consumer_offsets\naudit\norders\n"
+    assert sluice(broker, "topic", "list").stdout == (
+        b"__consumer_offsets\n__transaction_state\naudit\norders\n")
 
     described = sluice(broker, "topic", "describe", "orders").stdout.decode()
     assert "Topic: orders\n" in described
@@ -122,7 +123,8 @@ def test_topic_lifecycle_is_seen_by_confluent_kafka(broker):
     assert len(admin.list_topics(timeout=10).topics["orders"].partitions) == 5
 
     assert sluice(broker, "topic", "delete", "audit").stdout == b"deleted topic 'audit'\n"
-    assert sorted(admin.list_topics(timeout=10).topics) == ["__consumer_offsets", "orders"]
+    assert sorted(admin.list_topics(timeout=10).topics) == [
+        "__consumer_offsets", "__transaction_state", "orders"]
 
 
 def test_admin_failures_exit_non_zero_with_the_kafka_error_name(broker):
@@ -143,7 +145,7 @@ def test_admin_failures_exit_non_zero_with_the_kafka_error_name(broker):
     fails_with(broker, "UNKNOWN_TOPIC_OR_PARTITION", "consume", "missing", "--timeout-ms", "100")
     # Nothing the failed commands tried was created.
     listed = sluice(broker, "topic", "list").stdout
-    assert listed == b"__consumer_offsets\ndup\n"
+    assert listed == b"__consumer_offsets\n__transaction_state\ndup\n"
 
 
 def test_cannot_reach_a_broker_is_a_clear_error():

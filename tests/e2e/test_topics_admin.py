@@ -53,13 +53,15 @@ def partitions_of(a, topic):
     return sorted(t.partitions)
 
 
-# The broker's own internal topic, present from start-up (consumer groups' offsets).
+# The broker's own internal topics, present from start-up (consumer groups' offsets and the
+# transaction coordinator's state).
 OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPICS = {OFFSETS_TOPIC, "__transaction_state"}
 
 
 def topic_names(a):
-    """The topics users made (the internal offsets topic is always there)."""
-    return set(a.list_topics(timeout=TIMEOUT_S).topics) - {OFFSETS_TOPIC}
+    """The topics users made (the internal topics are always there)."""
+    return set(a.list_topics(timeout=TIMEOUT_S).topics) - INTERNAL_TOPICS
 
 
 def produce(broker, topic, values, partition=0):
@@ -258,7 +260,7 @@ def test_topics_survive_kill9_and_restart(broker):
 
     a = admin(broker)
     md = a.list_topics(timeout=TIMEOUT_S)
-    assert set(md.topics) == {"durable", OFFSETS_TOPIC}
+    assert set(md.topics) == {"durable"} | INTERNAL_TOPICS
     assert sorted(md.topics["durable"].partitions) == [0, 1, 2, 3, 4]
 
 
@@ -306,7 +308,7 @@ def test_describe_log_dirs_reports_partition_sizes_and_the_volume(broker):
         for t in log_dir["topics"]
         for p in t["partitions"]
     }
-    sizes = {k: v for k, v in sizes.items() if k[0] != OFFSETS_TOPIC}
+    sizes = {k: v for k, v in sizes.items() if k[0] not in INTERNAL_TOPICS}
     assert set(sizes) == {("sized", 0), ("sized", 1), ("other", 0)}
     assert sizes[("sized", 0)] == 0
     assert sizes[("sized", 1)] > 10 * 1000

@@ -500,18 +500,21 @@ fn place_append(
 }
 
 /// The first batch of `records` with the transactional attribute (read from the batch headers
-/// only; damaged data is left to validation).
+/// only; damaged data is left to validation). Only whole batches count, as in Kafka's batch
+/// iterator: bytes whose length field runs past the end are a corrupt batch (CORRUPT_MESSAGE
+/// from validation), not a transactional one, whatever their attribute bits say.
 fn first_transactional_batch(records: &[u8]) -> Option<IncomingBatch> {
     let mut at = 0usize;
     while let Some(rest) = records.get(at..) {
+        let header = BatchHeader::read(rest)?;
+        if header.total_len == 0 || header.total_len > rest.len() as u64 {
+            return None;
+        }
         let batch = IncomingBatch::from_header(rest)?;
         if batch.transactional {
             return Some(batch);
         }
-        match BatchHeader::read(rest) {
-            Some(h) if h.total_len > 0 => at = at.saturating_add(h.total_len as usize),
-            _ => return None,
-        }
+        at = at.saturating_add(header.total_len as usize);
     }
     None
 }
@@ -647,6 +650,29 @@ mod tests {
                 .unwrap();
         }
         b.build().unwrap()
+    }
+
+    #[test]
+    fn only_whole_batches_count_as_transactional() {
+        let mut b = BatchBuilder::new(Codec::None)
+            .producer(7, 0, 0)
+            .transactional(true);
+        b.append(1, None, Some(b"v"), &[]).unwrap();
+        let whole = b.build().unwrap();
+        assert_eq!(
+            first_transactional_batch(&whole).map(|t| t.producer_id),
+            Some(7)
+        );
+        // After a plain batch, too.
+        let mut both = batch(Codec::None, &[None]).to_vec();
+        both.extend_from_slice(&whole);
+        assert_eq!(
+            first_transactional_batch(&both).map(|t| t.producer_id),
+            Some(7)
+        );
+        // The same header with its length running past the data is garbage for validation
+        // to refuse (CORRUPT_MESSAGE), not a transactional batch to refuse for its missing id.
+        assert!(first_transactional_batch(&whole[..whole.len() - 1]).is_none());
     }
 
     fn codecs(records: &[u8]) -> Vec<Option<Codec>> {
