@@ -273,7 +273,16 @@ async fn run_shard(
         ctx: ctx.clone(),
         peer: None,
     });
-    server::accept_loop(listener, listener_config, shared, handler).await;
+    server::accept_loop(listener, listener_config, shared.clone(), handler).await;
+    // Every shard keeps serving the others' calls until all have drained their connections:
+    // a request still in flight on one shard may read or write a partition homed on another
+    // (a long-poll fetch reads again at its deadline), and a shard that had already closed
+    // its partitions and left the mesh would leave that request waiting out the whole
+    // shutdown grace period.
+    shared.drained_shards.fetch_add(1, Ordering::SeqCst);
+    while shared.drained_shards.load(Ordering::SeqCst) < nr_shards as usize {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
     cluster::close_all(&ctx).await;
     drop(admin_stop);
     if let Some(task) = admin_task {

@@ -33,6 +33,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct ListenerShared {
     pub open_connections: AtomicUsize,
     pub shutdown: AtomicBool,
+    /// Shards whose connections have all ended after the shutdown flag was set.
+    pub drained_shards: AtomicUsize,
 }
 
 /// Settings of a shard's listener.
