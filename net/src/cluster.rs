@@ -11,14 +11,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_engine::partition::{Partition, ShardContext};
 use sluice_engine::types::{ShardId, TopicPartition};
 
 use crate::broker::BrokerCtx;
 use crate::errors;
+use crate::server::ListenerShared;
 use crate::topics::{TopicError, TopicStore, TopicsSnapshot};
 
 /// The control shard: the single writer of topic metadata.
@@ -307,5 +310,57 @@ pub async fn close_all(ctx: &Rc<BrokerCtx>) {
         if let Err(e) = p.close().await {
             tracing::warn!(tp = %p.topic_partition(), error = %e, "close failed");
         }
+    }
+}
+
+/// How often a coordinator starting up looks again for its internal topic and partitions.
+const INTERNAL_TOPIC_POLL: Duration = Duration::from_millis(5);
+
+/// The partitions of the internal `topic` (`__consumer_offsets`, `__transaction_state`) homed
+/// on this shard, once the control shard has created the topic; this shard may start its
+/// coordinator first. At shutdown it stops waiting and answers what it knows. `None` once the
+/// shard is gone.
+///
+/// Runs on the shard whose coordinator starts.
+pub async fn home_partitions_of_internal_topic(
+    weak: &Weak<BrokerCtx>,
+    shared: &ListenerShared,
+    topic: &str,
+) -> Option<Vec<i32>> {
+    loop {
+        let ctx = weak.upgrade()?;
+        let snapshot = ctx.state().cluster.topics();
+        if let Some(meta) = snapshot.topic(topic) {
+            let me = ctx.id();
+            return Some(
+                (0..meta.partitions)
+                    .filter(|p| snapshot.shard_for(&TopicPartition::new(topic, *p)) == Some(me))
+                    .collect(),
+            );
+        }
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return Some(Vec::new());
+        }
+        drop(ctx);
+        glommio::timer::sleep(INTERNAL_TOPIC_POLL).await;
+    }
+}
+
+/// Waits until this shard has opened `tp` (the topic snapshot names a partition before its
+/// home shard opens it), or until shutdown. `None` once the shard is gone.
+///
+/// Runs on `tp`'s home shard.
+pub async fn wait_until_open(
+    weak: &Weak<BrokerCtx>,
+    shared: &ListenerShared,
+    tp: &TopicPartition,
+) -> Option<()> {
+    loop {
+        let ctx = weak.upgrade()?;
+        if ctx.state().cluster.slot(tp).is_some() || shared.shutdown.load(Ordering::SeqCst) {
+            return Some(());
+        }
+        drop(ctx);
+        glommio::timer::sleep(INTERNAL_TOPIC_POLL).await;
     }
 }

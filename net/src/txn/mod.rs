@@ -287,41 +287,25 @@ pub async fn ensure_txn_topic(ctx: &Rc<BrokerCtx>) -> Result<(), TopicError> {
 pub fn start(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
     let weak = Rc::downgrade(ctx);
     glommio::spawn_local(async move {
-        // The control shard creates the topic before the broker reports ready; this shard may
-        // have got here first.
-        loop {
-            let Some(ctx) = weak.upgrade() else { return };
-            if txn_partition_count(&ctx).is_some() || shared.shutdown.load(Ordering::SeqCst) {
-                break;
-            }
-            drop(ctx);
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-        }
         // Every partition homed here is "loading" before any is read, so that no request
         // finds an id missing that the log still holds.
-        let partitions: Vec<i32> = {
-            let Some(ctx) = weak.upgrade() else { return };
-            let snapshot = ctx.state().cluster.topics();
-            let me = ctx.id();
-            let count = snapshot.topic(TXN_TOPIC).map_or(0, |m| m.partitions);
-            let mine: Vec<i32> = (0..count)
-                .filter(|p| snapshot.shard_for(&TopicPartition::new(TXN_TOPIC, *p)) == Some(me))
-                .collect();
-            for p in &mine {
+        let Some(partitions) =
+            cluster::home_partitions_of_internal_topic(&weak, &shared, TXN_TOPIC).await
+        else {
+            return;
+        };
+        if let Some(ctx) = weak.upgrade() {
+            for p in &partitions {
                 ctx.state().txns.set_load_state(*p, LoadState::Loading);
             }
-            mine
-        };
+        }
         for p in partitions {
-            loop {
-                let Some(ctx) = weak.upgrade() else { return };
-                let tp = TopicPartition::new(TXN_TOPIC, p);
-                if ctx.state().cluster.slot(&tp).is_some() || shared.shutdown.load(Ordering::SeqCst)
-                {
-                    break;
-                }
-                drop(ctx);
-                glommio::timer::sleep(Duration::from_millis(5)).await;
+            let tp = TopicPartition::new(TXN_TOPIC, p);
+            if cluster::wait_until_open(&weak, &shared, &tp)
+                .await
+                .is_none()
+            {
+                return;
             }
             let Some(ctx) = weak.upgrade() else { return };
             let started = Instant::now();
