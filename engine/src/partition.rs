@@ -1093,6 +1093,9 @@ impl Partition {
     /// start offset. Runs on the home shard.
     pub async fn delete_records(&self, offset: Offset) -> Result<Offset> {
         let inner = &self.inner;
+        // In the append order: a cleaner swap in progress finishes before segments go.
+        let _turn = inner.order.ticket().turn().await;
+        inner.writable()?;
         let (log_start, hw) = {
             let st = inner.st.borrow();
             (st.log_start, st.writer.written_offset())
@@ -1190,16 +1193,20 @@ impl Partition {
 
     /// Replaces the consecutive closed segments `old` (oldest first) by `new`, the cleaner's
     /// rewrite of the same offsets, whose aborted-transaction entries are `txn_entries`.
-    /// `commit` makes the change on disk (the cleaner's crash-safe swap); it runs in the
-    /// partition's append order, without an await, only if every segment of `old` is still
-    /// the partition's and closed. Returns whether the swap happened. Reads already holding an
-    /// old segment keep reading its (unlinked) file. Runs on the home shard.
+    /// `commit` makes the change on disk (the cleaner's crash-safe swap, off the shard); it is
+    /// polled only if every segment of `old` is still the partition's and closed, and runs in
+    /// the partition's append order: the turn is held until the files are swapped and the
+    /// segment list updated, so appends (a roll), truncation, retention, DeleteRecords and close
+    /// of this partition wait for it, while the shard serves everything else. Returns whether
+    /// the swap happened. Reads already holding an old segment keep reading its (unlinked)
+    /// file; a read that needs an old segment's index files meanwhile finds them gone and
+    /// rebuilds the index from that file. Runs on the home shard.
     pub(crate) async fn replace_segments(
         &self,
         old: &[Rc<Segment>],
         new: Rc<Segment>,
         txn_entries: Vec<AbortedTxnEntry>,
-        commit: impl FnOnce() -> Result<()>,
+        commit: impl Future<Output = Result<()>>,
     ) -> Result<bool> {
         let inner = &self.inner;
         let (Some(first), Some(last)) = (old.first(), old.last()) else {
@@ -1225,7 +1232,7 @@ impl Partition {
         // A swap that failed part-way leaves the files in a state only start-up recovery
         // resolves (it finishes or rolls back the swap); until then the in-memory segments may
         // name files that were renamed, so the partition stops taking writes.
-        if let Err(e) = commit() {
+        if let Err(e) = commit.await {
             return Err(inner.poison("cleaner segment swap", e.to_string()));
         }
         let bases: Vec<Offset> = old.iter().map(|s| s.base()).collect();
@@ -1245,6 +1252,19 @@ impl Partition {
         Ok(true)
     }
 
+    /// Runs `change` (a change to the partition's files that must not interleave with appends,
+    /// truncation or close) in the append order, if the partition still takes writes: a closed
+    /// (deleted) partition is `Error::Closed` and `change` is never polled. Runs on the home
+    /// shard.
+    pub(crate) async fn in_append_turn<T>(
+        &self,
+        change: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let _turn = self.inner.order.ticket().turn().await;
+        self.inner.writable()?;
+        change.await
+    }
+
     /// The closed segments, oldest first (for retention).
     pub(crate) fn closed_segments(&self) -> Vec<Rc<Segment>> {
         let st = self.inner.st.borrow();
@@ -1257,8 +1277,11 @@ impl Partition {
     }
 
     /// Deletes the `n` oldest closed segments and moves the log start past them (retention).
-    pub(crate) fn delete_oldest_segments(&self, n: usize) -> Result<Offset> {
+    /// Takes the append turn, so that it never removes files a cleaner swap is replacing.
+    pub(crate) async fn delete_oldest_segments(&self, n: usize) -> Result<Offset> {
         let inner = &self.inner;
+        let _turn = inner.order.ticket().turn().await;
+        inner.writable()?;
         let segs = self.closed_segments();
         let Some(last) = segs.get(n.min(segs.len()).wrapping_sub(1)) else {
             return Ok(self.log_start_offset());

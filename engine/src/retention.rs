@@ -45,7 +45,7 @@ pub async fn enforce_retention(p: &Partition, now_ms: i64) -> Result<RetentionOu
         total -= seg.size();
     }
     let log_start_offset = if n > 0 {
-        p.delete_oldest_segments(n)?
+        p.delete_oldest_segments(n).await?
     } else {
         p.log_start_offset()
     };

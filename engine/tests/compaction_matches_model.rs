@@ -376,3 +376,55 @@ fn truncation_below_the_cleaned_range_makes_new_appends_dirty_again() {
         p.close().await.unwrap();
     });
 }
+
+#[test]
+fn appends_and_delete_records_during_a_clean_keep_the_log_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let mut appended = BTreeMap::new();
+        for round in 0..40u16 {
+            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+            let base = append(&p, &recs, (round % 5) as u8).await;
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 3);
+        let mut cleaner = Cleaner::new(CleanerOptions::default());
+        // The swap's file work runs off the shard and the other operations are polled while
+        // it does: they take their turns before, between or after the swaps, never inside one.
+        let writer = async {
+            let mut more = Vec::new();
+            for round in 100..140u16 {
+                let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k + 4, Some(round))).collect();
+                let base = append(&p, &recs, 0).await;
+                more.push((base, recs));
+                if round == 110 {
+                    p.delete_records(cut).await.unwrap();
+                }
+                glommio::yield_if_needed().await;
+            }
+            more
+        };
+        let (cleaned, more) = futures_lite::future::zip(cleaner.clean(&p, now_ms()), writer).await;
+        cleaned.unwrap();
+        for (base, recs) in more {
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        assert_eq!(p.log_start_offset(), cut);
+        appended.retain(|o, _| *o >= cut.0);
+        cleaner.clean(&p, now_ms()).await.unwrap();
+        let vis = visible(&p).await;
+        check(&vis, &appended);
+        p.close().await.unwrap();
+        let p = open(&root, &cfg, &ctx).await;
+        assert_eq!(visible(&p).await, vis, "the log reopens as it was");
+        p.close().await.unwrap();
+    });
+}

@@ -291,7 +291,7 @@ impl Cleaner {
             self.clean_group(p, &cfg, &group, &mut rules, &mut stats)
                 .await?;
         }
-        write_checkpoint(p.dir(), end)?;
+        store_checkpoint(p, end).await?;
         stats.busy_us = started.elapsed().as_micros() as u64;
         Ok((end, stats))
     }
@@ -387,7 +387,8 @@ impl Cleaner {
         {
             Ok(n) => n,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let path = path.clone();
+                let _ = swap::off_shard(move || std::fs::remove_file(path)).await;
                 return Err(e);
             }
         };
@@ -396,10 +397,9 @@ impl Cleaner {
         let bases: Vec<Offset> = group.iter().map(|s| s.base()).collect();
         let txn_entries = p.aborted_entries(Some(&bases));
         if !txn_entries.is_empty() {
-            write_synced(
-                &swap::cleaned_txn_index_path(&dir, base),
-                &crate::txn_index::TxnIndex::encode_entries(&txn_entries),
-            )?;
+            let txn_path = swap::cleaned_txn_index_path(&dir, base);
+            let encoded = crate::txn_index::TxnIndex::encode_entries(&txn_entries);
+            swap::off_shard(move || write_synced(&txn_path, &encoded)).await?;
         }
         let file = p
             .io_backend()
@@ -411,15 +411,17 @@ impl Cleaner {
         meta.next_offset = last.next_offset();
         meta.bytes_since_index = u64::from(cfg.index_interval_bytes);
         let new = Rc::new(Segment::with_file(&dir, base, file, meta));
-        let crash_at = self.opts.crash_at;
+        let commit = swap::commit_off_shard(dir.clone(), bases, self.opts.crash_at);
         let swapped = p
-            .replace_segments(group, new.clone(), txn_entries, || {
-                swap::commit(&dir, &bases, crash_at)
-            })
+            .replace_segments(group, new.clone(), txn_entries, commit)
             .await?;
         if !swapped {
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(swap::cleaned_txn_index_path(&dir, base));
+            let txn_path = swap::cleaned_txn_index_path(&dir, base);
+            swap::off_shard(move || {
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(txn_path);
+            })
+            .await;
             return Ok(());
         }
         new.persist_indexes().await?;
@@ -824,8 +826,27 @@ pub(crate) fn clamp_checkpoint(dir: &Path, end: Offset) -> Result<()> {
     }
 }
 
-/// Writes the cleaner checkpoint durably. A lost update only makes the next pass map again
-/// what is already clean.
+/// Moves the cleaner checkpoint to `end` after a pass, without blocking the shard: the new
+/// value is written and synced to a file of its own off the shard, renamed into place in the
+/// partition's append order (so a truncation's [`clamp_checkpoint`] never interleaves with it,
+/// and a partition closed meanwhile, deleted perhaps, gets nothing written into its directory),
+/// and the directory synced. A lost update only makes the next pass map again what is already
+/// clean.
+async fn store_checkpoint(p: &Partition, end: Offset) -> Result<()> {
+    let dir = p.dir().to_path_buf();
+    let tmp = dir.join(format!("{CLEANER_CHECKPOINT_FILE}.pass.tmp"));
+    let path = dir.join(CLEANER_CHECKPOINT_FILE);
+    let (t, bytes) = (tmp.clone(), format!("{}\n", end.0));
+    swap::off_shard(move || write_synced(&t, bytes.as_bytes())).await?;
+    p.in_append_turn(swap::off_shard(move || {
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename cleaner checkpoint", &path, e))
+    }))
+    .await?;
+    swap::off_shard(move || swap::sync_dir(&dir)).await
+}
+
+/// Writes the cleaner checkpoint durably (blocking; for truncation, which runs in the append
+/// turn). A lost update only makes the next pass map again what is already clean.
 fn write_checkpoint(dir: &Path, offset: Offset) -> Result<()> {
     let tmp = dir.join(format!("{CLEANER_CHECKPOINT_FILE}.tmp"));
     write_synced(&tmp, format!("{}\n", offset.0).as_bytes())?;

@@ -21,9 +21,13 @@
 //! a later cleaning pass removes again. Either way every offset is served by exactly one
 //! segment and the log reads as the old or the new data, never a mix within a range.
 //!
-//! Sync file-system calls: each is short, and steps 3-5 must not interleave with any other
-//! change to the partition's segment list, so they run without an await in between. Runs on the
-//! partition's home shard.
+//! The renames, removals and fsyncs are blocking system calls (a directory fsync can take
+//! milliseconds on a busy device), so [`commit_off_shard`] runs the whole sequence on the
+//! executor's blocking thread, in the order above, while the shard keeps serving requests. The
+//! partition holds its append turn meanwhile ([`crate::partition::Partition`]'s
+//! `replace_segments`): nothing else changes its segment files until the swap is done.
+//! Start-up recovery ([`recover_interrupted_swaps`]) runs the same steps directly, before the
+//! partition serves anything.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,9 +79,27 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// [`commit`] on the executor's blocking thread, so that the shard does not stall in the file
+/// system; resolves when every step is done (or one failed). Nothing happens until the returned
+/// future is first polled. Runs on the partition's home shard.
+pub async fn commit_off_shard(
+    dir: PathBuf,
+    old: Vec<Offset>,
+    crash_at: Option<SwapStep>,
+) -> Result<()> {
+    off_shard(move || commit(&dir, &old, crash_at)).await
+}
+
+/// Runs blocking file-system work `f` on the shard's blocking thread (glommio's
+/// `spawn_blocking`) and waits for it without blocking the shard.
+pub(crate) async fn off_shard<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Steps 2-5 for a group whose new `.log` (and optional `.txnindex`) were written with the
 /// `.cleaned` suffix and synced. `old` are the bases of the replaced segments, oldest first;
-/// the first is the new segment's base. `crash_at` stops after a step (tests).
+/// the first is the new segment's base. `crash_at` stops after a step (tests). Blocking: the
+/// cleaner calls it through [`commit_off_shard`].
 pub fn commit(dir: &Path, old: &[Offset], crash_at: Option<SwapStep>) -> Result<()> {
     let Some(&base) = old.first() else {
         return Ok(());
