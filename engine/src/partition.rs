@@ -226,6 +226,8 @@ struct State {
     producers: ProducerStateTable,
     /// The aborted transactions, per segment.
     txns: TxnIndex,
+    /// Why the log cleaner gave this partition up (see [`Partition::uncleanable`]).
+    uncleanable: Option<String>,
 }
 
 /// A transaction marker being appended (see [`Partition::append_marker`]).
@@ -347,6 +349,7 @@ impl Partition {
                 report,
                 producers,
                 txns,
+                uncleanable: None,
             }),
         });
         Ok(Partition { inner })
@@ -434,6 +437,25 @@ impl Partition {
     /// The error every write returns, if the partition is poisoned.
     pub fn poisoned(&self) -> Option<Error> {
         self.inner.writable().err()
+    }
+
+    /// Why the log cleaner failed on this partition and skips it from then on (Kafka's
+    /// uncleanable partitions), if it did. Only the cleaner gives up: reads and appends go on
+    /// wherever the data allows. The mark lives with this open partition, so a restart or a
+    /// deleted and re-created topic starts clean.
+    pub fn uncleanable(&self) -> Option<String> {
+        self.inner.st.borrow().uncleanable.clone()
+    }
+
+    /// Marks the partition uncleanable for `reason`; false when it already was (the first
+    /// reason stays).
+    pub(crate) fn mark_uncleanable(&self, reason: String) -> bool {
+        let mut st = self.inner.st.borrow_mut();
+        if st.uncleanable.is_some() {
+            return false;
+        }
+        st.uncleanable = Some(reason);
+        true
     }
 
     /// Appends one or more v2 batches as received from a producer. Every batch is validated

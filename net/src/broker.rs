@@ -351,9 +351,11 @@ fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
             cleaner
                 .run_round(&parts, sluice_engine::partition::now_ms())
                 .await;
-            ctx.state()
-                .metrics
-                .cleaner_totals(cleaner.totals(), cleaner.last_round_us());
+            ctx.state().metrics.cleaner_totals(
+                cleaner.totals(),
+                cleaner.last_round_us(),
+                cleaner.uncleanable(),
+            );
         }
     });
 }

@@ -150,12 +150,24 @@ impl Dirtiness {
     }
 }
 
+/// The partitions a cleaner gave up (Kafka's `uncleanable-partitions-count` and
+/// `uncleanable-bytes`), as of its last round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uncleanable {
+    /// Compacted partitions marked uncleanable.
+    pub partitions: u64,
+    /// Their dirty bytes, which stay uncleaned (their whole size when even that cannot be
+    /// measured).
+    pub bytes: u64,
+}
+
 /// One shard's cleaner: its key map (allocated once) and running totals. Owned by its shard.
 pub struct Cleaner {
     map: KeyMap,
     opts: CleanerOptions,
     totals: CleanerStats,
     last_round_us: u64,
+    uncleanable: Uncleanable,
 }
 
 impl Cleaner {
@@ -165,7 +177,13 @@ impl Cleaner {
             opts,
             totals: CleanerStats::default(),
             last_round_us: 0,
+            uncleanable: Uncleanable::default(),
         }
+    }
+
+    /// The partitions given up, as of the last round.
+    pub fn uncleanable(&self) -> Uncleanable {
+        self.uncleanable
     }
 
     /// Everything cleaned since start.
@@ -179,20 +197,37 @@ impl Cleaner {
     }
 
     /// One round over `parts`: the compacted logs that are due, dirtiest first (overdue ones
-    /// before all others), each cleaned until its dirty range is consumed. A failure is logged
-    /// and leaves that partition for the next round. Runs on the partitions' home shard.
+    /// before all others), each cleaned until its dirty range is consumed. A partition whose
+    /// log cannot be measured or cleaned (an I/O error, a batch that does not parse) is marked
+    /// uncleanable, logged once with the reason, and skipped by every later round, as Kafka's
+    /// cleaner does: retrying would fail the same way every `log.cleaner.backoff.ms`, and the
+    /// other partitions must go on being cleaned. A partition closed or poisoned meanwhile is
+    /// not marked (it is gone, or its own failure is reported). Runs on the partitions' home
+    /// shard.
     pub async fn run_round(&mut self, parts: &[Partition], now_ms: i64) -> CleanerStats {
         let mut due = Vec::new();
+        let mut uncleanable = Uncleanable::default();
         for p in parts {
             let cfg = p.config();
             if !cfg.compacts() || p.poisoned().is_some() {
+                continue;
+            }
+            if p.uncleanable().is_some() {
+                uncleanable.partitions += 1;
+                uncleanable.bytes += match dirtiness(p, now_ms).await {
+                    Ok(d) => d.map_or(0, |d| d.dirty_bytes),
+                    Err(_) => p.size_bytes(),
+                };
                 continue;
             }
             match dirtiness(p, now_ms).await {
                 Ok(Some(d)) if d.due(&cfg) => due.push((d, p.clone())),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(tp = %p.topic_partition(), error = %e, "cleaner could not measure the log")
+                    if give_up(p, "measuring the log", &e) {
+                        uncleanable.partitions += 1;
+                        uncleanable.bytes += p.size_bytes();
+                    }
                 }
             }
         }
@@ -209,12 +244,21 @@ impl Cleaner {
                     tracing::info!(tp = %p.topic_partition(), passes = s.passes, read = s.bytes_read, written = s.bytes_written, "log cleaned");
                     round.add(&s);
                 }
-                Err(e) => tracing::warn!(tp = %p.topic_partition(), error = %e, "cleaning failed"),
+                Err(e) => {
+                    if give_up(&p, "cleaning", &e) {
+                        uncleanable.partitions += 1;
+                        uncleanable.bytes += match dirtiness(&p, now_ms).await {
+                            Ok(d) => d.map_or(0, |d| d.dirty_bytes),
+                            Err(_) => p.size_bytes(),
+                        };
+                    }
+                }
             }
         }
         if round.passes > 0 {
             self.last_round_us = started.elapsed().as_micros() as u64;
         }
+        self.uncleanable = uncleanable;
         round
     }
 
@@ -324,7 +368,7 @@ impl Cleaner {
                     ScanItem::Defect { pos, what } => return Err(corrupt(&seg, pos, what)),
                 };
                 pacer.pace(bytes.len()).await;
-                let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(&seg, pos, &e))?;
+                let v = read_back(&bytes, &seg, pos)?;
                 if v.last_offset() < d.first_dirty {
                     continue;
                 }
@@ -464,7 +508,7 @@ impl Cleaner {
                     ScanItem::Defect { pos, what } => return Err(corrupt(seg, pos, what)),
                 };
                 pacer.pace(bytes.len()).await;
-                let v = BatchView::parse(&bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
+                let v = read_back(&bytes, seg, pos)?;
                 stats.bytes_read += v.total_len() as u64;
                 let kept = rules.filter(&v, &self.map, counts).map_err(|e| match e {
                     Error::CorruptLog { detail, .. } => corrupt(seg, pos, &detail),
@@ -497,6 +541,37 @@ impl Cleaner {
             .map_err(|e| Error::io("close cleaned segment", path, e.into()))?;
         Ok(written)
     }
+}
+
+/// Marks `p` uncleanable after `e` failed `what`, logging the reason once; returns whether it
+/// is marked. A closed or poisoned partition is not: a deletion may have closed it under the
+/// cleaner, and a poisoned one reported its own failure and takes no more cleaning anyway.
+fn give_up(p: &Partition, what: &str, e: &Error) -> bool {
+    if let Some(state) = p.poisoned() {
+        tracing::warn!(tp = %p.topic_partition(), error = %e, %state, "cleaning stopped: the partition is closed or poisoned");
+        return false;
+    }
+    // Corruption found by the cleaner takes only the cleaning offline, not the partition.
+    let error = match e {
+        Error::CorruptLog {
+            segment,
+            pos,
+            detail,
+        } => format!(
+            "corrupt log {} at position {pos}: {detail}",
+            segment.display()
+        ),
+        other => other.to_string(),
+    };
+    if p.mark_uncleanable(format!("{what}: {error}")) {
+        tracing::error!(
+            tp = %p.topic_partition(),
+            %error,
+            "log cleaner failed {what}; the partition is marked uncleanable and skipped until \
+             the broker restarts or the topic is re-created (reads and appends go on)"
+        );
+    }
+    true
 }
 
 /// CPU time the cleaner works between two yields of its task queue.
@@ -862,6 +937,16 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io("write file", path, e))
+}
+
+/// A batch the cleaner read from `seg` at `pos`, checked (length, magic, CRC-32C, records)
+/// right after the read: a batch damaged on disk must stop the cleaning, never be rewritten
+/// into a new batch with a fresh, valid CRC.
+fn read_back<'a>(bytes: &'a [u8], seg: &Segment, pos: FilePos) -> Result<BatchView<'a>> {
+    let v = BatchView::parse(bytes, 0).map_err(|e| corrupt_err(seg, pos, &e))?;
+    v.validate_stored(0, BATCH_BYTES_MAX)
+        .map_err(|e| corrupt_err(seg, pos, &e))?;
+    Ok(v)
 }
 
 fn corrupt(seg: &Segment, pos: FilePos, what: &str) -> Error {

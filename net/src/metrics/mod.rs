@@ -41,7 +41,7 @@ use sluice_protocol::{ApiKey, Records, RecordsPiece, Response, Uuid};
 use crate::broker::BrokerCtx;
 use crate::cluster::ClusterState;
 use exposition::{Exposition, Kind};
-use sluice_engine::cleaner::CleanerStats;
+use sluice_engine::cleaner::{CleanerStats, Uncleanable};
 
 /// The metrics of one shard.
 ///
@@ -63,6 +63,8 @@ pub struct ShardMetrics {
     /// The shard's log cleaner: totals since start and its last round's duration (µs).
     cleaner: Cell<CleanerStats>,
     cleaner_last_round_us: Cell<u64>,
+    /// The partitions the shard's cleaner gave up, as of its last round.
+    cleaner_uncleanable: Cell<Uncleanable>,
 }
 
 #[derive(Default)]
@@ -118,13 +120,20 @@ impl ShardMetrics {
             tasks: Cell::new(0),
             cleaner: Cell::new(CleanerStats::default()),
             cleaner_last_round_us: Cell::new(0),
+            cleaner_uncleanable: Cell::new(Uncleanable::default()),
         }
     }
 
     /// Records the shard cleaner's totals after a round.
-    pub fn cleaner_totals(&self, totals: CleanerStats, last_round_us: u64) {
+    pub fn cleaner_totals(
+        &self,
+        totals: CleanerStats,
+        last_round_us: u64,
+        uncleanable: Uncleanable,
+    ) {
         self.cleaner.set(totals);
         self.cleaner_last_round_us.set(last_round_us);
+        self.cleaner_uncleanable.set(uncleanable);
     }
 
     /// Starts timing a request of `api`; the returned guard counts it (and its latency) when it
@@ -310,6 +319,7 @@ impl ShardMetrics {
             partitions_online: cluster.online_partitions().len() as u64,
             cleaner: self.cleaner.get(),
             cleaner_last_round_us: self.cleaner_last_round_us.get(),
+            cleaner_uncleanable: self.cleaner_uncleanable.get(),
         }
     }
 
@@ -471,6 +481,7 @@ pub struct ShardSnapshot {
     pub partitions_online: u64,
     pub cleaner: CleanerStats,
     pub cleaner_last_round_us: u64,
+    pub cleaner_uncleanable: Uncleanable,
 }
 
 /// Why a scrape could not gather every shard's figures.
@@ -853,6 +864,32 @@ fn render_cleaner(e: &mut Exposition, shards: &[ShardSnapshot]) {
             s.cleaner_last_round_us as f64 / 1e6,
         );
     }
+    /// (name, help, the figure).
+    type Gauge = (&'static str, &'static str, fn(&Uncleanable) -> u64);
+    let gauges: [Gauge; 2] = [
+        (
+            "sluice_cleaner_uncleanable_partitions",
+            "Compacted partitions the log cleaner gave up after a failure (corrupt data, I/O \
+             error) and skips until a restart or until the topic is re-created (Kafka's \
+             uncleanable-partitions-count).",
+            |u| u.partitions,
+        ),
+        (
+            "sluice_cleaner_uncleanable_bytes",
+            "Dirty bytes of the uncleanable partitions, left uncleaned (Kafka's uncleanable-bytes).",
+            |u| u.bytes,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        e.family(name, Kind::Gauge, help);
+        for s in shards {
+            e.sample(
+                name,
+                &[("shard", &s.shard.to_string())],
+                get(&s.cleaner_uncleanable),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1003,6 +1040,10 @@ mod tests {
             partitions_online: 1,
             cleaner: CleanerStats::default(),
             cleaner_last_round_us: 0,
+            cleaner_uncleanable: Uncleanable {
+                partitions: 1,
+                bytes: 4096,
+            },
         }
     }
 
@@ -1033,6 +1074,8 @@ mod tests {
         assert!(has("sluice_shard_busy_seconds_total{shard=\"1\"} 1.5"));
         assert!(has("sluice_batch_cache_hits_total{shard=\"0\"} 4"));
         assert!(has("sluice_fsync_duration_seconds_count{shard=\"0\"} 0"));
+        assert!(has("sluice_cleaner_uncleanable_partitions{shard=\"1\"} 1"));
+        assert!(has("sluice_cleaner_uncleanable_bytes{shard=\"0\"} 4096"));
         // Every family is announced exactly once, before its samples.
         let mut seen = std::collections::HashSet::new();
         for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
