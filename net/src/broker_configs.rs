@@ -9,10 +9,10 @@
 //! shard answers the request.
 
 use crate::config::{
-    BrokerConfig, CONNECTIONS_MAX_IDLE_MS_DEFAULT, MAX_CONNECTIONS_DEFAULT,
-    SOCKET_REQUEST_MAX_BYTES_DEFAULT, TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
-    TRANSACTION_ABORT_INTERVAL_MS_DEFAULT, TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
-    TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT,
+    BrokerConfig, CONNECTIONS_MAX_IDLE_MS_DEFAULT, LOG_CLEANER_BACKOFF_MS_DEFAULT,
+    MAX_CONNECTIONS_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+    TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT, TRANSACTION_ABORT_INTERVAL_MS_DEFAULT,
+    TRANSACTION_MAX_TIMEOUT_MS_DEFAULT, TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT,
     TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT, TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
 };
 use crate::topic_configs::{config_type, source, ConfigEntry, Synonym, TOPIC_CONFIGS};
@@ -118,6 +118,7 @@ pub fn describe_broker_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
     ];
     out.extend(transaction_configs(config));
+    out.extend(cleaner_configs(config));
     for def in TOPIC_CONFIGS {
         let Some(name) = def.broker_synonym else {
             continue;
@@ -184,6 +185,77 @@ fn transaction_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
     ]
 }
+
+/// Kafka's `log.cleaner.io.max.bytes.per.second` default: no limit, written as Java's
+/// `Double.MAX_VALUE` prints.
+const CLEANER_IO_UNLIMITED: &str = "1.7976931348623157E308";
+
+/// The log cleaner's settings, under their Kafka names. Sluice runs one cleaner per shard, so
+/// `log.cleaner.threads` is the shard count and `log.cleaner.dedupe.buffer.size` the key-map
+/// memory of all of them together (Kafka's setting is the total over its cleaner threads).
+/// The topic-level cleaning defaults (`log.cleaner.min.cleanable.ratio`,
+/// `log.cleaner.delete.retention.ms`, `log.cleaner.min.compaction.lag.ms`,
+/// `log.cleaner.max.compaction.lag.ms`) come with the other topic defaults.
+fn cleaner_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
+    use sluice_engine::cleaner::{key_map, KeyMap, KEY_MAP_BYTES_DEFAULT};
+    let key_map_bytes = KeyMap::slots_for_budget(KEY_MAP_BYTES_DEFAULT) * key_map::SLOT_BYTES;
+    let io_limit = match config.log_cleaner_io_max_bytes_per_second {
+        Some(limit) => entry(
+            "log.cleaner.io.max.bytes.per.second",
+            limit.to_string(),
+            source::STATIC_BROKER_CONFIG,
+            config_type::DOUBLE,
+            CLEANER_IO_DOC,
+        ),
+        None => entry(
+            "log.cleaner.io.max.bytes.per.second",
+            CLEANER_IO_UNLIMITED.to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::DOUBLE,
+            CLEANER_IO_DOC,
+        ),
+    };
+    vec![
+        entry(
+            "log.cleaner.enable",
+            "true".to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::BOOLEAN,
+            "Whether the log cleaner runs; it always does (the internal topics are compacted).",
+        ),
+        static_or_default(
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_backoff_ms,
+            LOG_CLEANER_BACKOFF_MS_DEFAULT,
+            config_type::LONG,
+            "The pause between rounds of each shard's log cleaner.",
+        ),
+        io_limit,
+        entry(
+            "log.cleaner.threads",
+            config.shards.to_string(),
+            source::STATIC_BROKER_CONFIG,
+            config_type::INT,
+            "The log cleaners: one per shard, each cleaning its shard's partitions.",
+        ),
+        entry(
+            "log.cleaner.dedupe.buffer.size",
+            (key_map_bytes as u64 * u64::from(config.shards)).to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::LONG,
+            "Memory of the cleaners' key maps, all shards together (each shard's is fixed).",
+        ),
+        entry(
+            "log.cleaner.io.buffer.load.factor",
+            KeyMap::MAX_LOAD.to_string(),
+            source::DEFAULT_CONFIG,
+            config_type::DOUBLE,
+            "How full a key map is filled before a cleaning pass stops mapping keys.",
+        ),
+    ]
+}
+
+const CLEANER_IO_DOC: &str = "The most segment bytes per second each shard's log cleaner reads.";
 
 /// Why a broker resource cannot be altered: Sluice reads broker settings at start-up only.
 pub fn dynamic_broker_config_refusal(resource_name: &str) -> String {
@@ -276,11 +348,60 @@ mod tests {
             get("transaction.state.log.num.partitions").source,
             source::DEFAULT_CONFIG
         );
+        assert_eq!(
+            get("log.cleaner.backoff.ms").value.as_deref(),
+            Some("15000")
+        );
+        assert_eq!(get("log.cleaner.backoff.ms").source, source::DEFAULT_CONFIG);
+        assert_eq!(get("log.cleaner.enable").value.as_deref(), Some("true"));
+        assert_eq!(
+            get("log.cleaner.threads").value.as_deref(),
+            Some(c.shards.to_string().as_str())
+        );
+        assert_eq!(
+            get("log.cleaner.io.max.bytes.per.second").value.as_deref(),
+            Some("1.7976931348623157E308")
+        );
+        // 32 MiB per shard, rounded down to whole 24-byte slots.
+        assert_eq!(
+            get("log.cleaner.dedupe.buffer.size").value.as_deref(),
+            Some((33_554_424 * u64::from(c.shards)).to_string().as_str())
+        );
+        assert_eq!(
+            get("log.cleaner.min.cleanable.ratio").value.as_deref(),
+            Some("0.5")
+        );
         assert!(entries.iter().all(|e| e.read_only));
         let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let len = names.len();
         names.dedup();
         assert_eq!(names.len(), len, "duplicate broker config names");
+    }
+
+    #[test]
+    fn cleaner_settings_given_at_start_are_static() {
+        let c = config(ConfigLayer {
+            log_cleaner_backoff_ms: Some(1234),
+            log_cleaner_io_max_bytes_per_second: Some(1 << 20),
+            shards: Some(3),
+            ..ConfigLayer::default()
+        });
+        let entries = describe_broker_configs(&c);
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("log.cleaner.backoff.ms").value.as_deref(), Some("1234"));
+        assert_eq!(
+            get("log.cleaner.backoff.ms").source,
+            source::STATIC_BROKER_CONFIG
+        );
+        assert_eq!(
+            get("log.cleaner.io.max.bytes.per.second").value.as_deref(),
+            Some("1048576")
+        );
+        assert_eq!(get("log.cleaner.threads").value.as_deref(), Some("3"));
+        assert_eq!(
+            get("log.cleaner.dedupe.buffer.size").value.as_deref(),
+            Some("100663272")
+        );
     }
 
     #[test]

@@ -333,3 +333,61 @@ def test_altered_segment_and_retention_settings_drive_the_engine():
             assert 40 <= low < 100, (low, high)
         finally:
             b.stop()
+
+
+def test_broker_resource_lists_the_log_cleaner_settings():
+    # One cleaner per shard: threads is the shard count, the dedupe buffer the key maps of all
+    # shards (32 MiB each, in whole 24-byte slots); the flags given show as static.
+    with tempfile.TemporaryDirectory(prefix="sluice-cfg-") as tmp:
+        b = Broker(
+            Path(tmp) / "data",
+            free_port(),
+            [
+                "--shards",
+                "2",
+                "--log-cleaner-backoff-ms",
+                "1234",
+                "--log-cleaner-io-max-bytes-per-second",
+                "5000000",
+            ],
+        )
+        b.start()
+        try:
+            configs = describe(admin(b), ResourceType.BROKER, "1")
+            expected = {
+                "log.cleaner.enable": "true",
+                "log.cleaner.backoff.ms": "1234",
+                "log.cleaner.io.max.bytes.per.second": "5000000",
+                "log.cleaner.threads": "2",
+                "log.cleaner.dedupe.buffer.size": str(2 * (32 * 1024 * 1024 // 24) * 24),
+                "log.cleaner.min.cleanable.ratio": "0.5",
+                "log.cleaner.delete.retention.ms": "86400000",
+                "log.cleaner.min.compaction.lag.ms": "0",
+                "log.cleaner.max.compaction.lag.ms": "9223372036854775807",
+            }
+            got = {name: configs[name].value for name in expected}
+            assert got == expected
+            assert source(configs["log.cleaner.backoff.ms"]) == ConfigSource.STATIC_BROKER_CONFIG
+            assert source(configs["log.cleaner.enable"]) == ConfigSource.DEFAULT_CONFIG
+            assert all(configs[name].is_read_only for name in expected)
+            # Not alterable at run time: the broker says so.
+            [future] = admin(b).incremental_alter_configs(
+                [
+                    ConfigResource(
+                        ResourceType.BROKER,
+                        "1",
+                        incremental_configs=[
+                            ConfigEntry(
+                                "log.cleaner.backoff.ms",
+                                "10",
+                                incremental_operation=AlterConfigOpType.SET,
+                            )
+                        ],
+                    )
+                ],
+                request_timeout=TIMEOUT_S,
+            ).values()
+            with pytest.raises(KafkaException):
+                future.result(timeout=TIMEOUT_S)
+        finally:
+            b.stop()

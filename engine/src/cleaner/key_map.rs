@@ -43,9 +43,14 @@ impl KeyMap {
     /// Share of the slots filled before the map reports full (Kafka's default load factor).
     pub const MAX_LOAD: f64 = 0.9;
 
+    /// The slots a map with `budget_bytes` gets (at least 16).
+    pub fn slots_for_budget(budget_bytes: usize) -> usize {
+        (budget_bytes / SLOT_BYTES).max(16)
+    }
+
     /// A map using at most `budget_bytes` of memory (at least 16 slots).
     pub fn with_budget(budget_bytes: usize) -> KeyMap {
-        let n = (budget_bytes / SLOT_BYTES).max(16);
+        let n = Self::slots_for_budget(budget_bytes);
         KeyMap {
             slots: vec![
                 Slot {
