@@ -82,6 +82,11 @@ struct StartArgs {
     /// How often expired segments are deleted, in ms [default: 300000].
     #[arg(long)]
     log_retention_check_interval_ms: Option<u64>,
+    /// Memory for recently written batches, which tailing consumers read without touching the
+    /// disk, in bytes for the whole broker (split evenly over the shards)
+    /// [default: 1/16 of physical memory, at least 64 MiB per shard].
+    #[arg(long)]
+    batch_cache_bytes: Option<u64>,
     /// Pause between log cleaner (compaction) rounds of each shard, in ms [default: 15000].
     #[arg(long)]
     log_cleaner_backoff_ms: Option<u64>,
@@ -113,6 +118,10 @@ struct StartArgs {
     /// Partitions of __transaction_state when the broker creates it [default: 50].
     #[arg(long)]
     transaction_state_log_num_partitions: Option<i32>,
+    /// Segment size of __transaction_state when the broker creates it, in bytes [default:
+    /// 104857600].
+    #[arg(long)]
+    transaction_state_log_segment_bytes: Option<u64>,
     /// Longest transaction timeout a producer may ask for, in ms [default: 900000].
     #[arg(long)]
     transaction_max_timeout_ms: Option<i32>,
@@ -143,6 +152,7 @@ impl StartArgs {
             log_level: self.log_level.clone(),
             dev: self.dev.then_some(true),
             log_retention_check_interval_ms: self.log_retention_check_interval_ms,
+            batch_cache_bytes: self.batch_cache_bytes,
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
             log_cleaner_io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
@@ -153,6 +163,7 @@ impl StartArgs {
             offsets_retention_minutes: self.offsets_retention_minutes,
             offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
             transaction_state_log_num_partitions: self.transaction_state_log_num_partitions,
+            transaction_state_log_segment_bytes: self.transaction_state_log_segment_bytes,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: self
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms,

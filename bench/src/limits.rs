@@ -3,7 +3,8 @@
 //!
 //! - `disk`: sequential O_DIRECT writes to a file in the data directory's filesystem, once
 //!   without syncing and once with `fdatasync` after every `--sync-every-kb` (the unit that a
-//!   group commit makes durable at once).
+//!   group commit makes durable at once), then sequential O_DIRECT reads of what was written
+//!   (what a consumer of data that is in no cache can get at most).
 //! - `loopback`: one TCP stream over 127.0.0.1, one writer thread and one reader thread moving
 //!   1 MiB buffers, which is the path a single producer or consumer connection takes.
 //!
@@ -63,6 +64,7 @@ pub struct DiskLimits {
     pub direct_write_bytes_per_sec: f64,
     pub direct_fdatasync_write_bytes_per_sec: f64,
     pub fdatasync_per_sec: f64,
+    pub direct_read_bytes_per_sec: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +108,7 @@ pub fn disk(args: &DiskArgs) -> Result<DiskLimits> {
     let result = (|| {
         let unsynced = write_pass(&path, buf, total, None)?;
         let synced = write_pass(&path, buf, total, Some(sync_every))?;
+        let read = read_pass(&path, buf, total)?;
         Ok(DiskLimits {
             path: args.dir.display().to_string(),
             bytes: total as u64,
@@ -114,6 +117,7 @@ pub fn disk(args: &DiskArgs) -> Result<DiskLimits> {
             direct_write_bytes_per_sec: (total as f64 / unsynced.as_secs_f64()).round(),
             direct_fdatasync_write_bytes_per_sec: (total as f64 / synced.as_secs_f64()).round(),
             fdatasync_per_sec: ((total / sync_every) as f64 / synced.as_secs_f64()).round(),
+            direct_read_bytes_per_sec: (total as f64 / read.as_secs_f64()).round(),
         })
     })();
     let _ = std::fs::remove_file(&path);
@@ -148,6 +152,27 @@ fn write_pass(
                 since_sync = 0;
             }
         }
+    }
+    Ok(started.elapsed())
+}
+
+/// Reads the probe file back sequentially with O_DIRECT, one block per read.
+fn read_pass(path: &Path, buf: &mut [u8], total: usize) -> Result<Duration> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("opening {} with O_DIRECT", path.display()))?;
+    let started = Instant::now();
+    let mut read = 0;
+    while read < total {
+        let n = file
+            .read(buf)
+            .with_context(|| format!("O_DIRECT read of {}", path.display()))?;
+        if n == 0 {
+            bail!("{} ended after {read} of {total} bytes", path.display());
+        }
+        read += n;
     }
     Ok(started.elapsed())
 }
@@ -217,6 +242,7 @@ mod tests {
                 assert_eq!(d.bytes, 4 * 1024 * 1024);
                 assert!(d.direct_write_bytes_per_sec > 0.0);
                 assert!(d.direct_fdatasync_write_bytes_per_sec > 0.0);
+                assert!(d.direct_read_bytes_per_sec > 0.0);
             }
             // tmpfs has no O_DIRECT; the probe must say so rather than measure the page cache.
             Err(e) => assert!(format!("{e:#}").contains("O_DIRECT"), "{e:#}"),

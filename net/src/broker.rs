@@ -195,7 +195,7 @@ async fn run_shard(
         .start(ShardState {
             config: config.clone(),
             cluster_id,
-            cluster: ClusterState::new(initial.clone(), store),
+            cluster: ClusterState::new(initial.clone(), store, config.batch_cache_bytes_per_shard),
             notifier: crate::notify::AppendNotifier::new(),
             fetch_sessions: crate::fetch_sessions::FetchSessions::new(
                 id.0,

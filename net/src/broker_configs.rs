@@ -14,6 +14,7 @@ use crate::config::{
     TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT, TRANSACTION_ABORT_INTERVAL_MS_DEFAULT,
     TRANSACTION_MAX_TIMEOUT_MS_DEFAULT, TRANSACTION_PARTITION_VERIFICATION_ENABLE_DEFAULT,
     TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS_DEFAULT, TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+    TRANSACTION_STATE_LOG_SEGMENT_BYTES_DEFAULT,
 };
 use crate::topic_configs::{config_type, source, ConfigEntry, Synonym, TOPIC_CONFIGS};
 
@@ -147,6 +148,13 @@ fn transaction_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
             TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
             config_type::INT,
             "The partitions of __transaction_state when the broker creates it.",
+        ),
+        static_or_default(
+            "transaction.state.log.segment.bytes",
+            config.transaction_state_log_segment_bytes,
+            TRANSACTION_STATE_LOG_SEGMENT_BYTES_DEFAULT,
+            config_type::INT,
+            "The segment size of __transaction_state when the broker creates it.",
         ),
         static_or_default(
             "transaction.max.timeout.ms",

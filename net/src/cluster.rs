@@ -55,12 +55,20 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// A shard's initial state; `store` is given to the control shard only.
-    pub fn new(initial: Arc<TopicsSnapshot>, store: Option<TopicStore>) -> ClusterState {
+    /// A shard's initial state; `store` is given to the control shard only. `cache_bytes` is
+    /// the budget of the shard's batch cache.
+    pub fn new(
+        initial: Arc<TopicsSnapshot>,
+        store: Option<TopicStore>,
+        cache_bytes: usize,
+    ) -> ClusterState {
         ClusterState {
             topics: RefCell::new(initial),
             partitions: RefCell::new(HashMap::new()),
-            engine: ShardContext::default(),
+            engine: ShardContext {
+                cache: sluice_engine::batch_cache::BatchCache::new(cache_bytes),
+                ..ShardContext::default()
+            },
             store: store.map(RefCell::new),
             apply_lock: glommio::sync::Semaphore::new(1),
             change_lock: glommio::sync::Semaphore::new(1),

@@ -37,6 +37,10 @@ pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default `transaction.state.log.num.partitions` (Kafka's default).
 pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Default `transaction.state.log.segment.bytes` (Kafka's default, 100 MiB): segments of
+/// `__transaction_state` are small so the cleaner, which never touches the active segment,
+/// keeps the log short.
+pub const TRANSACTION_STATE_LOG_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 /// Default `transaction.max.timeout.ms` (Kafka's default, 15 minutes).
 pub const TRANSACTION_MAX_TIMEOUT_MS_DEFAULT: i32 = 15 * 60 * 1000;
 /// Default `transaction.abort.timed.out.transaction.cleanup.interval.ms` (Kafka's default).
@@ -87,6 +91,7 @@ pub struct ConfigLayer {
     pub auto_create_topics_enable: Option<bool>,
     pub num_partitions: Option<i32>,
     pub log_retention_check_interval_ms: Option<u64>,
+    pub batch_cache_bytes: Option<u64>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     pub offsets_topic_num_partitions: Option<i32>,
@@ -97,6 +102,7 @@ pub struct ConfigLayer {
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_retention_check_interval_ms: Option<u64>,
     pub transaction_state_log_num_partitions: Option<i32>,
+    pub transaction_state_log_segment_bytes: Option<u64>,
     pub transaction_max_timeout_ms: Option<i32>,
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     pub transactional_id_expiration_ms: Option<u64>,
@@ -142,6 +148,7 @@ impl ConfigLayer {
             log_retention_check_interval_ms: over
                 .log_retention_check_interval_ms
                 .or(self.log_retention_check_interval_ms),
+            batch_cache_bytes: over.batch_cache_bytes.or(self.batch_cache_bytes),
             log_cleaner_backoff_ms: over.log_cleaner_backoff_ms.or(self.log_cleaner_backoff_ms),
             log_cleaner_io_max_bytes_per_second: over
                 .log_cleaner_io_max_bytes_per_second
@@ -168,6 +175,9 @@ impl ConfigLayer {
             transaction_state_log_num_partitions: over
                 .transaction_state_log_num_partitions
                 .or(self.transaction_state_log_num_partitions),
+            transaction_state_log_segment_bytes: over
+                .transaction_state_log_segment_bytes
+                .or(self.transaction_state_log_segment_bytes),
             transaction_max_timeout_ms: over
                 .transaction_max_timeout_ms
                 .or(self.transaction_max_timeout_ms),
@@ -209,6 +219,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// How often each shard deletes segments past `retention.ms` / `retention.bytes`.
     pub log_retention_check_interval_ms: u64,
+    /// Bytes of recently written batches each shard keeps in memory for tailing consumers
+    /// (O_DIRECT bypasses the page cache, so this is the broker's read cache).
+    pub batch_cache_bytes_per_shard: usize,
     /// The pause between rounds of each shard's log cleaner (compaction).
     pub log_cleaner_backoff_ms: u64,
     /// The most segment bytes per second each shard's cleaner reads (`None`: no limit, Kafka's
@@ -231,6 +244,9 @@ pub struct BrokerConfig {
     /// Partitions of `__transaction_state` when the broker creates it (an existing topic keeps
     /// its count: transactional ids are mapped by the count the topic has).
     pub transaction_state_log_num_partitions: i32,
+    /// `segment.bytes` of `__transaction_state` when the broker creates it (an existing topic
+    /// keeps its config).
+    pub transaction_state_log_segment_bytes: u64,
     /// Longest transaction timeout a producer may ask for (INVALID_TRANSACTION_TIMEOUT above).
     pub transaction_max_timeout_ms: i32,
     /// How often each coordinator shard aborts transactions open past their timeout.
@@ -286,6 +302,10 @@ impl BrokerConfig {
                 message: format!("{socket_request_max_bytes} is outside 1024..=2147483647"),
             });
         }
+        let batch_cache_bytes_per_shard = match layer.batch_cache_bytes {
+            Some(total) => usize::try_from(total / u64::from(shards)).unwrap_or(usize::MAX),
+            None => default_batch_cache_bytes_per_shard(shards),
+        };
         let offsets_topic_num_partitions = layer
             .offsets_topic_num_partitions
             .unwrap_or(OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT);
@@ -337,6 +357,20 @@ impl BrokerConfig {
                 message: e.to_string(),
             });
         }
+        let transaction_state_log_segment_bytes = layer
+            .transaction_state_log_segment_bytes
+            .unwrap_or(TRANSACTION_STATE_LOG_SEGMENT_BYTES_DEFAULT);
+        // The topic's segment.bytes, so it takes the same bounds.
+        let segment_bytes = transaction_state_log_segment_bytes.to_string();
+        if let Err(e) = sluice_engine::config::LogConfig::from_pairs([(
+            "segment.bytes",
+            segment_bytes.as_str(),
+        )]) {
+            return Err(ConfigError::Invalid {
+                key: "transaction-state-log-segment-bytes",
+                message: e.to_string(),
+            });
+        }
         let transaction_max_timeout_ms = layer
             .transaction_max_timeout_ms
             .unwrap_or(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
@@ -376,6 +410,7 @@ impl BrokerConfig {
                 .log_retention_check_interval_ms
                 .unwrap_or(LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
                 .max(1),
+            batch_cache_bytes_per_shard,
             log_cleaner_backoff_ms: layer
                 .log_cleaner_backoff_ms
                 .unwrap_or(LOG_CLEANER_BACKOFF_MS_DEFAULT)
@@ -396,6 +431,7 @@ impl BrokerConfig {
                 .unwrap_or(OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
                 .max(1),
             transaction_state_log_num_partitions,
+            transaction_state_log_segment_bytes,
             transaction_max_timeout_ms,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: layer
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms
@@ -438,6 +474,26 @@ fn split_host_port(key: &'static str, text: &str) -> Result<(String, u16), Confi
     Ok((host.to_string(), port))
 }
 
+/// The default batch cache of one shard: a sixteenth of physical memory for the whole broker,
+/// and never less than the engine's 64 MiB per shard. Kafka leaves all free memory to the page
+/// cache; with O_DIRECT the broker keeps its own, and a cache far smaller than the data written
+/// in a second at disk speed would send a consumer that lags by a moment to the disk.
+fn default_batch_cache_bytes_per_shard(shards: u32) -> usize {
+    let floor = sluice_engine::limits::BATCH_CACHE_BYTES_DEFAULT;
+    let physical = physical_memory_bytes().unwrap_or(0);
+    usize::try_from(physical / 16 / u64::from(shards.max(1)))
+        .unwrap_or(usize::MAX)
+        .max(floor)
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -462,6 +518,7 @@ mod tests {
         assert!(c.shards >= 1);
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert!(c.batch_cache_bytes_per_shard >= sluice_engine::limits::BATCH_CACHE_BYTES_DEFAULT);
         assert_eq!(c.admin_listen, Some("127.0.0.1:9644".parse().unwrap()));
     }
 

@@ -41,8 +41,6 @@ use coordinator::TxnListing;
 
 /// The internal topic holding transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
-/// Kafka's `transaction.state.log.segment.bytes` default, set on the topic it creates.
-pub const TXN_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 
 /// The `__transaction_state` partition of a transactional id (the same hash and rule as
 /// Kafka's, which groups use too).
@@ -263,16 +261,15 @@ pub async fn ensure_txn_topic(ctx: &Rc<BrokerCtx>) -> Result<(), TopicError> {
         return Ok(());
     }
     let partitions = ctx.state().config.transaction_state_log_num_partitions;
+    // Kafka's `transaction.state.log.segment.bytes`, set on the topic it creates.
+    let segment_bytes = ctx.state().config.transaction_state_log_segment_bytes;
     cluster::change_topics(ctx, move |store| {
         if store.current().topic(TXN_TOPIC).is_some() {
             return Ok(store.snapshot());
         }
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert(
-            "segment.bytes".to_string(),
-            TXN_TOPIC_SEGMENT_BYTES.to_string(),
-        );
+        configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
         store.create(TXN_TOPIC, partitions, configs, true)
     })
     .await?;
