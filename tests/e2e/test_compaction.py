@@ -15,6 +15,7 @@ import random
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -45,8 +46,8 @@ def _create(bootstrap, segment_bytes=16384):
     admin.create_topics([NewTopic(TOPIC, 1, 1, config=configs)])[TOPIC].result(timeout=10)
 
 
-def _read_all(bootstrap, group):
-    """Every record from the beginning to the high watermark: [(offset, key, value)]."""
+def _read_all(bootstrap, group, topic=TOPIC, start=0):
+    """Every record from `start` to the high watermark: [(offset, key, value)]."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -56,14 +57,14 @@ def _read_all(bootstrap, group):
         }
     )
     try:
-        _, high = c.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)
-        c.assign([TopicPartition(TOPIC, 0, 0)])
+        _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        c.assign([TopicPartition(topic, 0, start)])
         out = []
         deadline = time.time() + 30
         while time.time() < deadline:
             m = c.poll(0.5)
             if m is None:
-                if c.position([TopicPartition(TOPIC, 0)])[0].offset >= high:
+                if c.position([TopicPartition(topic, 0)])[0].offset >= high:
                     break
                 continue
             assert m.error() is None, m.error()
@@ -466,5 +467,89 @@ def test_transaction_state_is_compacted_and_replays_after_restart():
             # The aborted transactions' records are in the log; only read_committed hides them.
             everything = values(drain(broker, "txn-data", [0, 1], "read_uncommitted"))
             assert "app-1-3-0" in everything[0] and "app-1-3-0" not in seen[0]
+        finally:
+            broker.stop()
+
+
+def _metric_sum(broker, name):
+    """The sum over shards of a /metrics family."""
+    with urllib.request.urlopen(f"{broker.admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def test_a_corrupt_segment_makes_only_its_partition_uncleanable():
+    """A batch damaged on disk (one flipped byte in a closed segment) stops the cleaning of its
+    partition only: the broker logs it once, /metrics counts one uncleanable partition, the
+    other compacted topic is cleaned, and the damaged partition still serves reads past the
+    damage and takes new records."""
+    topics = ("broken", "healthy")
+    with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
+        data, port = Path(tmp) / "data", free_port()
+        # No cleaning while the logs are written: the damage must meet a dirty log.
+        broker = Broker(data, port, ["--log-cleaner-backoff-ms", "600000"]).start()
+        latest = {t: {} for t in topics}
+        try:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            configs = {
+                "cleanup.policy": "compact",
+                "segment.bytes": "4096",
+                "min.cleanable.dirty.ratio": "0.01",
+                # An index entry per batch: start-up checks only a closed segment's batches from
+                # its last index entry on, so the damage below stays for the cleaner to find.
+                "index.interval.bytes": "1",
+            }
+            for f in admin.create_topics([NewTopic(t, 1, 1, config=configs) for t in topics]).values():
+                f.result(timeout=10)
+            p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+            for version in range(30):
+                for t in topics:
+                    for k in range(10):
+                        key, value = b"key-%02d" % k, b"v%03d-" % version + b"x" * 80
+                        p.produce(t, key=key, value=value)
+                        latest[t][key] = value
+                assert p.flush(10) == 0
+        finally:
+            broker.stop()
+        produced = 30 * 10
+        logs = sorted((data / "broken-0").glob("*.log"))
+        assert len(logs) >= 3 and logs[0].stat().st_size > 3000, logs
+        with open(logs[0], "r+b") as f:
+            first_len = 12 + int.from_bytes(f.read(12)[8:12], "big")
+            f.seek(first_len + 61 + 20)  # inside the second batch's records: its CRC fails
+            byte = f.read(1)
+            f.seek(first_len + 61 + 20)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        second_base = int(logs[1].stem)
+
+        broker = Broker(data, port, ["--log-cleaner-backoff-ms", "300"]).start()
+        try:
+            deadline = time.time() + 60
+            healthy = []
+            while time.time() < deadline:
+                healthy = _read_all(broker.bootstrap, "check", "healthy")
+                if (
+                    _metric_sum(broker, "sluice_cleaner_uncleanable_partitions") == 1
+                    and len(healthy) < produced
+                ):
+                    break
+                time.sleep(0.5)
+            assert _metric_sum(broker, "sluice_cleaner_uncleanable_partitions") == 1, broker.log()
+            assert _metric_sum(broker, "sluice_cleaner_uncleanable_bytes") > 0
+            assert len(healthy) < produced, "the healthy topic is cleaned"
+            assert _check_consistent(healthy, latest["healthy"]) == latest["healthy"]
+            time.sleep(1.5)  # several more rounds: the broken partition is not retried
+            assert broker.log().count("marked uncleanable") == 1, broker.log()
+            # Reads past the damage and appends go on; nothing there was removed.
+            p = Producer({"bootstrap.servers": broker.bootstrap})
+            p.produce("broken", key=b"key-00", value=b"after")
+            assert p.flush(10) == 0
+            records = _read_all(broker.bootstrap, "past", "broken", second_base)
+            assert [o for o, _, _ in records] == list(range(second_base, produced + 1))
+            assert records[-1][1:] == (b"key-00", b"after")
         finally:
             broker.stop()
