@@ -428,3 +428,89 @@ fn appends_and_delete_records_during_a_clean_keep_the_log_consistent() {
         p.close().await.unwrap();
     });
 }
+
+#[test]
+fn the_swap_waits_on_the_blocking_thread_while_the_shard_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let other = sluice_engine::partition::Partition::open(
+            &root,
+            sluice_engine::types::TopicPartition::new("other", 0),
+            small_segments(1 << 20),
+            ctx.clone(),
+        )
+        .await
+        .unwrap();
+        let mut appended = BTreeMap::new();
+        for round in 0..30u16 {
+            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+            let base = append(&p, &recs, 0).await;
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        let all = visible(&p).await;
+        // The executor's one blocking thread is kept busy until the test lets it go, so the
+        // swap's file work, queued behind it, cannot run.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
+            let _ = held.recv();
+        }));
+        glommio::yield_if_needed().await;
+        glommio::executor().yield_task_queue_now().await;
+        let cleaning = {
+            let p = p.clone();
+            glommio::spawn_local(async move {
+                Cleaner::new(CleanerOptions::default())
+                    .clean(&p, now_ms())
+                    .await
+            })
+        };
+        // Wait until the first group's output is written and synced: its swap is next.
+        let cleaned_written = || {
+            std::fs::read_dir(p.dir()).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".cleaned")
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !cleaned_written() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cleaner wrote nothing"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+        // The shard serves meanwhile: appends to another partition, reads of this one.
+        for i in 0..20 {
+            other
+                .append(batch(1, 100, i, 1), Durability::Written)
+                .await
+                .unwrap();
+        }
+        assert!(
+            visible(&p).await == all,
+            "reads see the old segments: the swap has not happened"
+        );
+        assert!(
+            cleaned_written(),
+            "the swap did not start: it waits for the blocking thread"
+        );
+        release.send(()).unwrap();
+        holder.await;
+        let stats = cleaning.await.unwrap();
+        assert!(stats.segments_replaced > 0, "{stats:?}");
+        let vis = visible(&p).await;
+        assert!(vis.len() < all.len());
+        check(&vis, &appended);
+        other.close().await.unwrap();
+        p.close().await.unwrap();
+    });
+}
