@@ -439,6 +439,12 @@ impl Partition {
         self.inner.writable().err()
     }
 
+    /// Operations holding or waiting for the partition's append turn (appends, markers,
+    /// truncation, retention, DeleteRecords, a cleaner swap, close).
+    pub fn append_turns_queued(&self) -> u64 {
+        self.inner.order.queued()
+    }
+
     /// Why the log cleaner failed on this partition and skips it from then on (Kafka's
     /// uncleanable partitions), if it did. Only the cleaner gives up: reads and appends go on
     /// wherever the data allows. The mark lives with this open partition, so a restart or a

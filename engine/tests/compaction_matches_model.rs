@@ -377,56 +377,64 @@ fn truncation_below_the_cleaned_range_makes_new_appends_dirty_again() {
     });
 }
 
-#[test]
-fn appends_and_delete_records_during_a_clean_keep_the_log_consistent() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let cfg = config(86_400_000);
-    run(&root.clone(), || async move {
-        let ctx = ShardContext::default();
-        let p = open(&root, &cfg, &ctx).await;
-        let mut appended = BTreeMap::new();
-        for round in 0..40u16 {
-            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-            let base = append(&p, &recs, (round % 5) as u8).await;
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
+/// Keeps the executor's one blocking thread busy until the returned sender is used (or
+/// dropped), so that file work the cleaner queues there (its swap) waits behind it.
+async fn hold_blocking_thread() -> (std::sync::mpsc::Sender<()>, glommio::task::JoinHandle<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
+        let _ = held.recv();
+    }))
+    .detach();
+    // Let the holder task enqueue its job before anything else does.
+    glommio::executor().yield_task_queue_now().await;
+    (release, holder)
+}
+
+/// Waits until the cleaner has written and synced a group's output (`.cleaned`): its swap is
+/// the next thing it does.
+async fn wait_for_cleaned_file(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !has_cleaned_file(dir) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cleaner wrote nothing"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+fn has_cleaned_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".cleaned")
+    })
+}
+
+/// 30 rounds of the 8 keys; returns what was appended, by offset.
+async fn eight_keys_thirty_times(p: &Partition) -> BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)> {
+    let mut appended = BTreeMap::new();
+    for round in 0..30u16 {
+        let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+        let base = append(p, &recs, (round % 5) as u8).await;
+        for (i, (k, v)) in recs.iter().enumerate() {
+            appended.insert(base + i as i64, (key(*k), v.map(value)));
         }
-        let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 3);
-        let mut cleaner = Cleaner::new(CleanerOptions::default());
-        // The swap's file work runs off the shard and the other operations are polled while
-        // it does: they take their turns before, between or after the swaps, never inside one.
-        let writer = async {
-            let mut more = Vec::new();
-            for round in 100..140u16 {
-                let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k + 4, Some(round))).collect();
-                let base = append(&p, &recs, 0).await;
-                more.push((base, recs));
-                if round == 110 {
-                    p.delete_records(cut).await.unwrap();
-                }
-                glommio::yield_if_needed().await;
-            }
-            more
-        };
-        let (cleaned, more) = futures_lite::future::zip(cleaner.clean(&p, now_ms()), writer).await;
-        cleaned.unwrap();
-        for (base, recs) in more {
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
-        }
-        assert_eq!(p.log_start_offset(), cut);
-        appended.retain(|o, _| *o >= cut.0);
-        cleaner.clean(&p, now_ms()).await.unwrap();
-        let vis = visible(&p).await;
-        check(&vis, &appended);
-        p.close().await.unwrap();
-        let p = open(&root, &cfg, &ctx).await;
-        assert_eq!(visible(&p).await, vis, "the log reopens as it was");
-        p.close().await.unwrap();
-    });
+    }
+    appended
+}
+
+fn spawn_clean(
+    p: &Partition,
+) -> glommio::task::JoinHandle<sluice_engine::error::Result<sluice_engine::cleaner::CleanerStats>> {
+    let p = p.clone();
+    glommio::spawn_local(async move {
+        Cleaner::new(CleanerOptions::default())
+            .clean(&p, now_ms())
+            .await
+    })
+    .detach()
 }
 
 #[test]
@@ -445,48 +453,11 @@ fn the_swap_waits_on_the_blocking_thread_while_the_shard_serves() {
         )
         .await
         .unwrap();
-        let mut appended = BTreeMap::new();
-        for round in 0..30u16 {
-            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-            let base = append(&p, &recs, 0).await;
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
-        }
+        let appended = eight_keys_thirty_times(&p).await;
         let all = visible(&p).await;
-        // The executor's one blocking thread is kept busy until the test lets it go, so the
-        // swap's file work, queued behind it, cannot run.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
-            let _ = held.recv();
-        }));
-        glommio::yield_if_needed().await;
-        glommio::executor().yield_task_queue_now().await;
-        let cleaning = {
-            let p = p.clone();
-            glommio::spawn_local(async move {
-                Cleaner::new(CleanerOptions::default())
-                    .clean(&p, now_ms())
-                    .await
-            })
-        };
-        // Wait until the first group's output is written and synced: its swap is next.
-        let cleaned_written = || {
-            std::fs::read_dir(p.dir()).unwrap().any(|e| {
-                e.unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".cleaned")
-            })
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !cleaned_written() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the cleaner wrote nothing"
-            );
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let (release, holder) = hold_blocking_thread().await;
+        let cleaning = spawn_clean(&p);
+        wait_for_cleaned_file(p.dir()).await;
         glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
         // The shard serves meanwhile: appends to another partition, reads of this one.
         for i in 0..20 {
@@ -500,17 +471,81 @@ fn the_swap_waits_on_the_blocking_thread_while_the_shard_serves() {
             "reads see the old segments: the swap has not happened"
         );
         assert!(
-            cleaned_written(),
+            has_cleaned_file(p.dir()),
             "the swap did not start: it waits for the blocking thread"
         );
         release.send(()).unwrap();
         holder.await;
-        let stats = cleaning.await.unwrap();
+        let stats = cleaning.await.unwrap().unwrap();
         assert!(stats.segments_replaced > 0, "{stats:?}");
         let vis = visible(&p).await;
         assert!(vis.len() < all.len());
         check(&vis, &appended);
         other.close().await.unwrap();
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn delete_records_and_appends_during_a_swap_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let mut appended = eight_keys_thirty_times(&p).await;
+        let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 3);
+        let (release, holder) = hold_blocking_thread().await;
+        let cleaning = spawn_clean(&p);
+        wait_for_cleaned_file(p.dir()).await;
+        // Nothing else is queued on the partition: a held turn is the swap's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while p.append_turns_queued() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swap never started"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // The swap holds the partition's append turn until its file work is done: DeleteRecords
+        // (which removes segment files) and appends queue behind it.
+        let deleting = {
+            let p = p.clone();
+            glommio::spawn_local(async move { p.delete_records(cut).await }).detach()
+        };
+        let appending = {
+            let p = p.clone();
+            glommio::spawn_local(async move {
+                let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(999))).collect();
+                (append(&p, &recs, 0).await, recs)
+            })
+            .detach()
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            p.log_start_offset(),
+            sluice_engine::types::Offset(0),
+            "DeleteRecords waits for the swap"
+        );
+        release.send(()).unwrap();
+        holder.await;
+        cleaning.await.unwrap().unwrap();
+        assert_eq!(deleting.await.unwrap().unwrap(), cut);
+        let (base, recs) = appending.await.unwrap();
+        for (i, (k, v)) in recs.iter().enumerate() {
+            appended.insert(base + i as i64, (key(*k), v.map(value)));
+        }
+        appended.retain(|o, _| *o >= cut.0);
+        Cleaner::new(CleanerOptions::default())
+            .clean(&p, now_ms())
+            .await
+            .unwrap();
+        let vis = visible(&p).await;
+        check(&vis, &appended);
+        p.close().await.unwrap();
+        let p = open(&root, &cfg, &ctx).await;
+        assert!(visible(&p).await == vis, "the log reopens as it was");
         p.close().await.unwrap();
     });
 }
