@@ -93,6 +93,10 @@ struct StartArgs {
     /// Most bytes per second each shard's log cleaner reads [default: no limit].
     #[arg(long)]
     log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Memory of the log cleaners' key maps, in bytes for the whole broker (split evenly over
+    /// the shards, at least 1 MiB each) [default: 32 MiB per shard].
+    #[arg(long)]
+    log_cleaner_dedupe_buffer_size: Option<u64>,
     /// Partitions of __consumer_offsets when the broker creates it [default: 50].
     #[arg(long)]
     offsets_topic_num_partitions: Option<i32>,
@@ -155,6 +159,7 @@ impl StartArgs {
             batch_cache_bytes: self.batch_cache_bytes,
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
             log_cleaner_io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
+            log_cleaner_dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size,
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,

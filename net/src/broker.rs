@@ -334,11 +334,13 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
 fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
     let backoff = Duration::from_millis(ctx.state().config.log_cleaner_backoff_ms);
     let io_limit = ctx.state().config.log_cleaner_io_max_bytes_per_second;
+    let key_map_bytes = ctx.state().config.log_cleaner_key_map_bytes_per_shard;
     let weak = Rc::downgrade(ctx);
     ctx.spawn_background(async move {
         let mut cleaner =
             sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions {
                 io_bytes_per_sec: io_limit,
+                key_map_bytes,
                 ..sluice_engine::cleaner::CleanerOptions::default()
             });
         loop {

@@ -206,7 +206,10 @@ const CLEANER_IO_UNLIMITED: &str = "1.7976931348623157E308";
 /// `log.cleaner.max.compaction.lag.ms`) come with the other topic defaults.
 fn cleaner_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
     use sluice_engine::cleaner::{key_map, KeyMap, KEY_MAP_BYTES_DEFAULT};
-    let key_map_bytes = KeyMap::slots_for_budget(KEY_MAP_BYTES_DEFAULT) * key_map::SLOT_BYTES;
+    let allocated = |per_shard: usize| {
+        (KeyMap::slots_for_budget(per_shard) * key_map::SLOT_BYTES) as u64
+            * u64::from(config.shards)
+    };
     let io_limit = match config.log_cleaner_io_max_bytes_per_second {
         Some(limit) => entry(
             "log.cleaner.io.max.bytes.per.second",
@@ -246,12 +249,13 @@ fn cleaner_configs(config: &BrokerConfig) -> Vec<ConfigEntry> {
             config_type::INT,
             "The log cleaners: one per shard, each cleaning its shard's partitions.",
         ),
-        entry(
+        static_or_default(
             "log.cleaner.dedupe.buffer.size",
-            (key_map_bytes as u64 * u64::from(config.shards)).to_string(),
-            source::DEFAULT_CONFIG,
+            allocated(config.log_cleaner_key_map_bytes_per_shard),
+            allocated(KEY_MAP_BYTES_DEFAULT),
             config_type::LONG,
-            "Memory of the cleaners' key maps, all shards together (each shard's is fixed).",
+            "Memory of the cleaners' key maps, all shards together, as allocated (each shard \
+             gets an even share, in whole 24-byte slots).",
         ),
         entry(
             "log.cleaner.io.buffer.load.factor",
@@ -391,6 +395,7 @@ mod tests {
         let c = config(ConfigLayer {
             log_cleaner_backoff_ms: Some(1234),
             log_cleaner_io_max_bytes_per_second: Some(1 << 20),
+            log_cleaner_dedupe_buffer_size: Some(3 << 20),
             shards: Some(3),
             ..ConfigLayer::default()
         });
@@ -408,7 +413,11 @@ mod tests {
         assert_eq!(get("log.cleaner.threads").value.as_deref(), Some("3"));
         assert_eq!(
             get("log.cleaner.dedupe.buffer.size").value.as_deref(),
-            Some("100663272")
+            Some((3 * (1_048_576 / 24) * 24).to_string().as_str())
+        );
+        assert_eq!(
+            get("log.cleaner.dedupe.buffer.size").source,
+            source::STATIC_BROKER_CONFIG
         );
     }
 

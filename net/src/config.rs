@@ -21,6 +21,9 @@ pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
 /// Default `log.cleaner.backoff.ms` (Kafka's default, 15 seconds): the pause between rounds
 /// of a shard's log cleaner.
 pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+/// The smallest key map a shard's cleaner may get from `log.cleaner.dedupe.buffer.size`
+/// (about 43,000 keys per pass).
+pub const LOG_CLEANER_KEY_MAP_BYTES_MIN: u64 = 1024 * 1024;
 /// Default `log.retention.check.interval.ms` (Kafka's default, 5 minutes).
 pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 /// Default `offsets.topic.num.partitions` (Kafka's default).
@@ -94,6 +97,7 @@ pub struct ConfigLayer {
     pub batch_cache_bytes: Option<u64>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -153,6 +157,9 @@ impl ConfigLayer {
             log_cleaner_io_max_bytes_per_second: over
                 .log_cleaner_io_max_bytes_per_second
                 .or(self.log_cleaner_io_max_bytes_per_second),
+            log_cleaner_dedupe_buffer_size: over
+                .log_cleaner_dedupe_buffer_size
+                .or(self.log_cleaner_dedupe_buffer_size),
             offsets_topic_num_partitions: over
                 .offsets_topic_num_partitions
                 .or(self.offsets_topic_num_partitions),
@@ -227,6 +234,9 @@ pub struct BrokerConfig {
     /// The most segment bytes per second each shard's cleaner reads (`None`: no limit, Kafka's
     /// default), so that cleaning does not crowd produce writes off the device.
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Memory of each shard's cleaner key map (Kafka's `log.cleaner.dedupe.buffer.size` is the
+    /// total over all cleaner threads; it is split evenly over the shards).
+    pub log_cleaner_key_map_bytes_per_shard: usize,
     /// Partitions of `__consumer_offsets` when the broker creates it (an existing topic keeps
     /// its count: groups are mapped by the count the topic has).
     pub offsets_topic_num_partitions: i32,
@@ -305,6 +315,23 @@ impl BrokerConfig {
         let batch_cache_bytes_per_shard = match layer.batch_cache_bytes {
             Some(total) => usize::try_from(total / u64::from(shards)).unwrap_or(usize::MAX),
             None => default_batch_cache_bytes_per_shard(shards),
+        };
+        let log_cleaner_key_map_bytes_per_shard = match layer.log_cleaner_dedupe_buffer_size {
+            None => sluice_engine::cleaner::KEY_MAP_BYTES_DEFAULT,
+            Some(total) => {
+                let share = total / u64::from(shards);
+                if !(LOG_CLEANER_KEY_MAP_BYTES_MIN..=i32::MAX as u64).contains(&share) {
+                    return Err(ConfigError::Invalid {
+                        key: "log-cleaner-dedupe-buffer-size",
+                        message: format!(
+                            "{total} over {shards} shards is {share} bytes per shard's cleaner, \
+                             outside {LOG_CLEANER_KEY_MAP_BYTES_MIN}..={}",
+                            i32::MAX
+                        ),
+                    });
+                }
+                share as usize
+            }
         };
         let offsets_topic_num_partitions = layer
             .offsets_topic_num_partitions
@@ -418,6 +445,7 @@ impl BrokerConfig {
             log_cleaner_io_max_bytes_per_second: layer
                 .log_cleaner_io_max_bytes_per_second
                 .filter(|b| *b > 0),
+            log_cleaner_key_map_bytes_per_shard,
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: layer
                 .group_initial_rebalance_delay_ms
@@ -577,6 +605,37 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(BrokerConfig::resolve(bad).is_err());
+    }
+
+    #[test]
+    fn the_cleaner_key_map_memory_is_split_over_the_shards() {
+        let c = BrokerConfig::resolve(ConfigLayer {
+            shards: Some(2),
+            ..ConfigLayer::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.log_cleaner_key_map_bytes_per_shard,
+            sluice_engine::cleaner::KEY_MAP_BYTES_DEFAULT
+        );
+        let file: ConfigLayer =
+            toml::from_str("shards = 2\nlog-cleaner-dedupe-buffer-size = 134217728").unwrap();
+        let c = BrokerConfig::resolve(file).unwrap();
+        assert_eq!(c.log_cleaner_key_map_bytes_per_shard, 64 << 20);
+        for total in [(1 << 20) - 1, 1 << 40] {
+            let bad = ConfigLayer {
+                log_cleaner_dedupe_buffer_size: Some(total),
+                shards: Some(1),
+                ..ConfigLayer::default()
+            };
+            assert!(matches!(
+                BrokerConfig::resolve(bad),
+                Err(ConfigError::Invalid {
+                    key: "log-cleaner-dedupe-buffer-size",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -337,7 +337,7 @@ def test_altered_segment_and_retention_settings_drive_the_engine():
 
 def test_broker_resource_lists_the_log_cleaner_settings():
     # One cleaner per shard: threads is the shard count, the dedupe buffer the key maps of all
-    # shards (32 MiB each, in whole 24-byte slots); the flags given show as static.
+    # shards (an even share each, in whole 24-byte slots); the flags given show as static.
     with tempfile.TemporaryDirectory(prefix="sluice-cfg-") as tmp:
         b = Broker(
             Path(tmp) / "data",
@@ -349,6 +349,8 @@ def test_broker_resource_lists_the_log_cleaner_settings():
                 "1234",
                 "--log-cleaner-io-max-bytes-per-second",
                 "5000000",
+                "--log-cleaner-dedupe-buffer-size",
+                "4194304",
             ],
         )
         b.start()
@@ -359,7 +361,7 @@ def test_broker_resource_lists_the_log_cleaner_settings():
                 "log.cleaner.backoff.ms": "1234",
                 "log.cleaner.io.max.bytes.per.second": "5000000",
                 "log.cleaner.threads": "2",
-                "log.cleaner.dedupe.buffer.size": str(2 * (32 * 1024 * 1024 // 24) * 24),
+                "log.cleaner.dedupe.buffer.size": str(2 * (2 * 1024 * 1024 // 24) * 24),
                 "log.cleaner.min.cleanable.ratio": "0.5",
                 "log.cleaner.delete.retention.ms": "86400000",
                 "log.cleaner.min.compaction.lag.ms": "0",
