@@ -21,7 +21,10 @@ pub struct RetentionOutcome {
 /// contiguous.
 pub async fn enforce_retention(p: &Partition, now_ms: i64) -> Result<RetentionOutcome> {
     let cfg = p.config().clone();
-    if !cfg.deletes() || (cfg.retention_ms < 0 && cfg.retention_bytes < 0) {
+    // A poisoned partition's files may be mid-change (a failed cleaner swap): only start-up
+    // recovery touches them.
+    if !cfg.deletes() || (cfg.retention_ms < 0 && cfg.retention_bytes < 0) || p.poisoned().is_some()
+    {
         return Ok(RetentionOutcome {
             deleted_segments: 0,
             log_start_offset: p.log_start_offset(),
