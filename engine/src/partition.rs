@@ -228,6 +228,9 @@ struct State {
     txns: TxnIndex,
     /// Why the log cleaner gave this partition up (see [`Partition::uncleanable`]).
     uncleanable: Option<String>,
+    /// Truncations so far (the cleaner does not move its checkpoint past a truncation it did
+    /// not see).
+    truncations: u64,
 }
 
 /// A transaction marker being appended (see [`Partition::append_marker`]).
@@ -350,6 +353,7 @@ impl Partition {
                 producers,
                 txns,
                 uncleanable: None,
+                truncations: 0,
             }),
         });
         Ok(Partition { inner })
@@ -451,6 +455,11 @@ impl Partition {
     /// deleted and re-created topic starts clean.
     pub fn uncleanable(&self) -> Option<String> {
         self.inner.st.borrow().uncleanable.clone()
+    }
+
+    /// How many times the log was truncated since it was opened.
+    pub(crate) fn truncations(&self) -> u64 {
+        self.inner.st.borrow().truncations
     }
 
     /// Marks the partition uncleanable for `reason`; false when it already was (the first
@@ -1002,6 +1011,7 @@ impl Partition {
         inner.writable()?;
         let _turn = inner.order.ticket().turn().await;
         inner.writable()?;
+        inner.st.borrow_mut().truncations += 1;
         inner.drain_active().await?;
         let (log_start, log_end) = {
             let st = inner.st.borrow();
@@ -1226,9 +1236,10 @@ impl Partition {
     /// the partition's append order: the turn is held until the files are swapped and the
     /// segment list updated, so appends (a roll), truncation, retention, DeleteRecords and close
     /// of this partition wait for it, while the shard serves everything else. Returns whether
-    /// the swap happened. Reads already holding an old segment keep reading its (unlinked)
-    /// file; a read that needs an old segment's index files meanwhile finds them gone and
-    /// rebuilds the index from that file. Runs on the home shard.
+    /// the swap happened (the new segment's indexes are then persisted too). Reads already
+    /// holding an old segment keep reading its (unlinked) file; a read that needs an old
+    /// segment's index files meanwhile finds them gone and rebuilds the index from that file.
+    /// Runs on the home shard.
     pub(crate) async fn replace_segments(
         &self,
         old: &[Rc<Segment>],
@@ -1270,13 +1281,17 @@ impl Partition {
             for b in &bases {
                 st.segments.remove(b);
             }
-            st.segments.insert(new.base(), new);
+            st.segments.insert(new.base(), new.clone());
             st.txns.replace_segments(&bases, first.base(), txn_entries);
         }
         inner
             .ctx
             .cache
             .invalidate_range(inner.cache_id, first.base(), end);
+        // The new segment's index files are written in the same turn: a truncation queued
+        // behind the swap removes them when it makes the segment active again, and they must
+        // not be written after that, stale, or fail half-way under it.
+        new.persist_indexes().await?;
         Ok(true)
     }
 

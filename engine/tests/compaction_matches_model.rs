@@ -549,3 +549,60 @@ fn delete_records_and_appends_during_a_swap_wait_for_it() {
         p.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_truncation_during_a_pass_keeps_the_checkpoint_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = config(86_400_000);
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        let mut appended = eight_keys_thirty_times(&p).await;
+        let (release, holder) = hold_blocking_thread().await;
+        let cleaning = spawn_clean(&p);
+        wait_for_cleaned_file(p.dir()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while p.append_turns_queued() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swap never started"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Queued behind the first swap, the truncation runs before the pass can store its
+        // checkpoint (which is past the truncation point).
+        let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 2);
+        let truncating = {
+            let p = p.clone();
+            glommio::spawn_local(async move { p.truncate_to(cut).await }).detach()
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        holder.await;
+        cleaning.await.unwrap().unwrap();
+        let end = truncating.await.unwrap().unwrap();
+        let stored = sluice_engine::cleaner::read_checkpoint(p.dir())
+            .unwrap()
+            .unwrap_or(sluice_engine::types::Offset(0));
+        assert!(
+            stored <= end,
+            "checkpoint {stored} past the truncated end {end}"
+        );
+        appended.retain(|o, _| *o < end.0);
+        // What is appended again there is dirty, and cleaned.
+        for round in 100..130u16 {
+            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
+            let base = append(&p, &recs, 0).await;
+            for (i, (k, v)) in recs.iter().enumerate() {
+                appended.insert(base + i as i64, (key(*k), v.map(value)));
+            }
+        }
+        Cleaner::new(CleanerOptions::default())
+            .clean(&p, now_ms())
+            .await
+            .unwrap();
+        check(&visible(&p).await, &appended);
+        p.close().await.unwrap();
+    });
+}

@@ -161,6 +161,17 @@ pub struct Uncleanable {
     pub bytes: u64,
 }
 
+impl Uncleanable {
+    /// Counts `p`, an uncleanable partition.
+    async fn add(&mut self, p: &Partition, now_ms: i64) {
+        self.partitions += 1;
+        self.bytes += match dirtiness(p, now_ms).await {
+            Ok(d) => d.map_or(0, |d| d.dirty_bytes),
+            Err(_) => p.size_bytes(),
+        };
+    }
+}
+
 /// One shard's cleaner: its key map (allocated once) and running totals. Owned by its shard.
 pub struct Cleaner {
     map: KeyMap,
@@ -213,11 +224,7 @@ impl Cleaner {
                 continue;
             }
             if p.uncleanable().is_some() {
-                uncleanable.partitions += 1;
-                uncleanable.bytes += match dirtiness(p, now_ms).await {
-                    Ok(d) => d.map_or(0, |d| d.dirty_bytes),
-                    Err(_) => p.size_bytes(),
-                };
+                uncleanable.add(p, now_ms).await;
                 continue;
             }
             match dirtiness(p, now_ms).await {
@@ -225,8 +232,7 @@ impl Cleaner {
                 Ok(_) => {}
                 Err(e) => {
                     if give_up(p, "measuring the log", &e) {
-                        uncleanable.partitions += 1;
-                        uncleanable.bytes += p.size_bytes();
+                        uncleanable.add(p, now_ms).await;
                     }
                 }
             }
@@ -246,11 +252,7 @@ impl Cleaner {
                 }
                 Err(e) => {
                     if give_up(&p, "cleaning", &e) {
-                        uncleanable.partitions += 1;
-                        uncleanable.bytes += match dirtiness(&p, now_ms).await {
-                            Ok(d) => d.map_or(0, |d| d.dirty_bytes),
-                            Err(_) => p.size_bytes(),
-                        };
+                        uncleanable.add(&p, now_ms).await;
                     }
                 }
             }
@@ -298,6 +300,7 @@ impl Cleaner {
             ..CleanerStats::default()
         };
         self.map.clear();
+        let truncations = p.truncations();
         let aborted = p.aborted_entries(None);
         let end = self.build_map(p, d, &aborted, &mut stats).await?;
         if end <= d.first_dirty {
@@ -335,7 +338,7 @@ impl Cleaner {
             self.clean_group(p, &cfg, &group, &mut rules, &mut stats)
                 .await?;
         }
-        store_checkpoint(p, end).await?;
+        store_checkpoint(p, end, truncations).await?;
         stats.busy_us = started.elapsed().as_micros() as u64;
         Ok((end, stats))
     }
@@ -468,7 +471,6 @@ impl Cleaner {
             .await;
             return Ok(());
         }
-        new.persist_indexes().await?;
         stats.bytes_written += written;
         stats.segments_replaced += group.len() as u64;
         stats.segments_written += 1;
@@ -903,20 +905,35 @@ pub(crate) fn clamp_checkpoint(dir: &Path, end: Offset) -> Result<()> {
 
 /// Moves the cleaner checkpoint to `end` after a pass, without blocking the shard: the new
 /// value is written and synced to a file of its own off the shard, renamed into place in the
-/// partition's append order (so a truncation's [`clamp_checkpoint`] never interleaves with it,
-/// and a partition closed meanwhile, deleted perhaps, gets nothing written into its directory),
-/// and the directory synced. A lost update only makes the next pass map again what is already
+/// partition's append order (a partition closed meanwhile, deleted perhaps, gets nothing written
+/// into its directory), and the directory synced. When the log was truncated since the pass
+/// began (`truncations` then), the checkpoint stays: what was appended again below `end` has not
+/// been cleaned, and the truncation already moved the checkpoint down
+/// ([`clamp_checkpoint`]). A lost update only makes the next pass map again what is already
 /// clean.
-async fn store_checkpoint(p: &Partition, end: Offset) -> Result<()> {
+async fn store_checkpoint(p: &Partition, end: Offset, truncations: u64) -> Result<()> {
     let dir = p.dir().to_path_buf();
     let tmp = dir.join(format!("{CLEANER_CHECKPOINT_FILE}.pass.tmp"));
     let path = dir.join(CLEANER_CHECKPOINT_FILE);
     let (t, bytes) = (tmp.clone(), format!("{}\n", end.0));
     swap::off_shard(move || write_synced(&t, bytes.as_bytes())).await?;
-    p.in_append_turn(swap::off_shard(move || {
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename cleaner checkpoint", &path, e))
-    }))
-    .await?;
+    let moved = p
+        .in_append_turn(async {
+            if p.truncations() != truncations {
+                return Ok(false);
+            }
+            swap::off_shard(move || {
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io("rename cleaner checkpoint", &path, e))
+            })
+            .await?;
+            Ok(true)
+        })
+        .await?;
+    if !moved {
+        tracing::info!(tp = %p.topic_partition(), %end, "log truncated during cleaning; the cleaner checkpoint stays");
+        return Ok(());
+    }
     swap::off_shard(move || swap::sync_dir(&dir)).await
 }
 
