@@ -2,8 +2,9 @@
 //!
 //! One [`ShardFlusher`] exists per shard; every partition of the shard holds an `Rc` to it.
 //! A Synced append registers its partition as dirty and waits for the next flush *round* that
-//! starts after the registration; a round fdatasyncs every dirty partition of the shard
-//! concurrently, so concurrent Synced appends across all partitions share one round. Requests
+//! starts after the registration; a round fdatasyncs every dirty partition of the shard (the
+//! first alone, then the rest concurrently; see `run_rounds`), so concurrent Synced appends
+//! across all partitions share one round. Requests
 //! that arrive while a round runs wait for the next one (their data may not be covered by the
 //! fdatasync already in flight). The flusher never retries a failed fdatasync: the partition
 //! that saw the failure poisons itself. It also keeps its figures for metrics ([`FlushStats`]:
@@ -134,9 +135,22 @@ impl ShardFlusher {
                 st.started += 1;
                 std::mem::take(&mut st.dirty)
             };
-            // Sync every dirty partition concurrently: the device sees one burst of flushes.
+            // The first partition's fdatasync runs alone, then the others' together. On a
+            // journalling filesystem the first one commits the journal transaction that holds
+            // every partition's size changes (and flushes the device cache); the others then
+            // find their metadata committed and finish quickly. Started together, all of them
+            // contend for the same commit and each may flush the device again: on ext4 here,
+            // 16 files of 64 KiB took 10.1 ms per round all at once, 5.5 ms one after another
+            // and 3.2 ms with one fdatasync; in the broker (16 partitions, acks=all) the round
+            // shape raised throughput from 80-100 to 130-156 MB/s. Every partition still gets
+            // its own fdatasync, so nothing depends on how the filesystem does it.
+            let mut batch = batch.into_iter();
+            if let Some(first) = batch.next() {
+                let started = std::time::Instant::now();
+                first.flush().await;
+                self.flush_latency.observe(started.elapsed());
+            }
             let tasks: Vec<_> = batch
-                .into_iter()
                 .map(|t| {
                     let me = self.clone();
                     glommio::spawn_local(async move {

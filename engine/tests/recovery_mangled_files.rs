@@ -338,3 +338,44 @@ fn recovery_point_bounds_the_scan() {
         );
     });
 }
+
+#[test]
+fn flushes_store_the_recovery_point_at_most_once_a_second_per_16_mib() {
+    // With a 1 MiB segment the log never rolls here, so only flushes store recovery points.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let first_end = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let written = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (fe, wr) = (first_end.clone(), written.clone());
+    run(dir.path(), || async move {
+        let p = open(&root, &small_segments(1 << 20), &ShardContext::default()).await;
+        p.append(batch(1, 300, 1_000, 1), Durability::Synced)
+            .await
+            .unwrap();
+        fe.set(BATCH_LEN);
+        // Flushed right after: durable, but not worth rewriting the point for.
+        for i in 1..5 {
+            p.append(batch(1, 300, 1_000 + i, i as u8), Durability::Synced)
+                .await
+                .unwrap();
+        }
+        *wr.borrow_mut() = read_all(&p, 0).await;
+        // No close: the next open is a crash recovery.
+    });
+    let root = dir.path().to_path_buf();
+    let (fe, wr) = (first_end.get(), written.borrow().clone());
+    run(dir.path(), || async move {
+        let p = open(&root, &small_segments(1 << 20), &ShardContext::default()).await;
+        let tail = p.open_report().tail;
+        // The scan starts at the point the first flush stored and validates the rest (the
+        // file ends in the zero padding of the last sector, as after any crash).
+        assert_eq!(tail.scanned_from.0, fe);
+        assert!(
+            matches!(tail.case, TailCase::Clean | TailCase::ZeroedTail),
+            "{:?}",
+            tail.case
+        );
+        assert_eq!(read_all(&p, 0).await, wr);
+        p.close().await.unwrap();
+    });
+}
