@@ -486,7 +486,7 @@ def test_a_corrupt_segment_makes_only_its_partition_uncleanable():
     """A batch damaged on disk (one flipped byte in a closed segment) stops the cleaning of its
     partition only: the broker logs it once, /metrics counts one uncleanable partition, the
     other compacted topic is cleaned, and the damaged partition still serves reads past the
-    damage and takes new records."""
+    damage and takes new records; deleting the topic clears the count."""
     topics = ("broken", "healthy")
     with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
         data, port = Path(tmp) / "data", free_port()
@@ -551,5 +551,15 @@ def test_a_corrupt_segment_makes_only_its_partition_uncleanable():
             records = _read_all(broker.bootstrap, "past", "broken", second_base)
             assert [o for o, _, _ in records] == list(range(second_base, produced + 1))
             assert records[-1][1:] == (b"key-00", b"after")
+            # Deleting the topic takes the mark with it.
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            admin.delete_topics(["broken"])["broken"].result(timeout=10)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                if _metric_sum(broker, "sluice_cleaner_uncleanable_partitions") == 0:
+                    break
+                time.sleep(0.3)
+            assert _metric_sum(broker, "sluice_cleaner_uncleanable_partitions") == 0
+            assert _metric_sum(broker, "sluice_cleaner_uncleanable_bytes") == 0
         finally:
             broker.stop()
