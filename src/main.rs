@@ -90,7 +90,8 @@ struct StartArgs {
     /// Pause between log cleaner (compaction) rounds of each shard, in ms [default: 15000].
     #[arg(long)]
     log_cleaner_backoff_ms: Option<u64>,
-    /// Most bytes per second each shard's log cleaner reads [default: no limit].
+    /// Most bytes per second each shard's log cleaner reads and writes together [default: no
+    /// limit].
     #[arg(long)]
     log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Memory of the log cleaners' key maps, in bytes for the whole broker (split evenly over

@@ -231,8 +231,8 @@ pub struct BrokerConfig {
     pub batch_cache_bytes_per_shard: usize,
     /// The pause between rounds of each shard's log cleaner (compaction).
     pub log_cleaner_backoff_ms: u64,
-    /// The most segment bytes per second each shard's cleaner reads (`None`: no limit, Kafka's
-    /// default), so that cleaning does not crowd produce writes off the device.
+    /// The most bytes per second each shard's cleaner reads and writes together (`None`: no
+    /// limit, Kafka's default), so that cleaning does not crowd produce writes off the device.
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Memory of each shard's cleaner key map (Kafka's `log.cleaner.dedupe.buffer.size` is the
     /// total over all cleaner threads; it is split evenly over the shards).
