@@ -486,6 +486,20 @@ fn the_swap_waits_on_the_blocking_thread_while_the_shard_serves() {
     });
 }
 
+/// Waits until the cleaner's output exists and its swap holds the partition's append turn
+/// (the caller holds the blocking thread, so the swap stays there).
+async fn wait_until_the_swap_holds_the_turn(p: &sluice_engine::partition::Partition) {
+    wait_for_cleaned_file(p.dir()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while p.append_turns_queued() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap never started"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 #[test]
 fn delete_records_and_appends_during_a_swap_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,16 +512,8 @@ fn delete_records_and_appends_during_a_swap_wait_for_it() {
         let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 3);
         let (release, holder) = hold_blocking_thread().await;
         let cleaning = spawn_clean(&p);
-        wait_for_cleaned_file(p.dir()).await;
         // Nothing else is queued on the partition: a held turn is the swap's.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while p.append_turns_queued() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the swap never started"
-            );
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        wait_until_the_swap_holds_the_turn(&p).await;
         // The swap holds the partition's append turn until its file work is done: DeleteRecords
         // (which removes segment files) and appends queue behind it.
         let deleting = {
@@ -561,15 +567,7 @@ fn a_truncation_during_a_pass_keeps_the_checkpoint_below_it() {
         let mut appended = eight_keys_thirty_times(&p).await;
         let (release, holder) = hold_blocking_thread().await;
         let cleaning = spawn_clean(&p);
-        wait_for_cleaned_file(p.dir()).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while p.append_turns_queued() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the swap never started"
-            );
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        wait_until_the_swap_holds_the_turn(&p).await;
         // Queued behind the first swap, the truncation runs before the pass can store its
         // checkpoint (which is past the truncation point).
         let cut = sluice_engine::types::Offset(p.log_end_offset().0 / 2);
