@@ -37,6 +37,23 @@ use sluice_protocol::EncodedFrame;
 use crate::config::CONNECTION_IN_FLIGHT_MAX;
 use crate::socket_writer::SocketWriter;
 
+/// Most replies the writer sends in one go (see `serve`'s writer).
+const REPLIES_PER_WRITE_MAX: usize = 64;
+
+/// Adds a finished handler's reply to `frames`; returns how the connection ends if the reply
+/// ends it (`Some(None)`: the handler was cancelled at shutdown, nothing more to send).
+fn gather(reply: Option<Reply>, frames: &mut Vec<EncodedFrame>) -> Option<Option<ConnectionEnd>> {
+    match reply {
+        Some(Reply::Frame(frame)) => {
+            frames.push(frame);
+            None
+        }
+        Some(Reply::None) => None,
+        Some(Reply::Close(why)) => Some(Some(ConnectionEnd::Malformed(why))),
+        None => Some(None),
+    }
+}
+
 /// What a handler returns for one request.
 pub enum Reply {
     /// The response frame, size prefix included, as chunks and file ranges to be written in
@@ -169,21 +186,45 @@ pub async fn serve<H: Handler>(
     // The writer owns the write half and answers in arrival order. It ends when the queue
     // closes and drains (the reader is done), or early when a reply asks to close or a write
     // fails — and then the reader must stop too, so the two are raced below.
+    //
+    // Replies that are already complete when the writer gets to one go out together, in one
+    // system call where they hold no file ranges: one device write completing acknowledges
+    // every Produce request of the connection that rode it, and each `sendmsg` on a TCP socket
+    // costs the sender (and, on loopback, the receiver's stack on the same core) the same
+    // whatever its size.
     let writer = async move {
-        while let Some(pending) = queue_rx.recv().await {
-            match pending.await {
-                Some(Reply::Frame(frame)) => {
-                    if let Err(e) = socket.write_frame(&frame).await {
-                        return Some(ConnectionEnd::Io(e));
+        let mut carried: Option<glommio::task::JoinHandle<Reply>> = None;
+        loop {
+            let pending = match carried.take() {
+                Some(handle) => handle,
+                None => match queue_rx.recv().await {
+                    Some(handle) => handle,
+                    None => return None,
+                },
+            };
+            let mut frames = Vec::new();
+            let mut end = gather(pending.await, &mut frames);
+            while end.is_none() && frames.len() < REPLIES_PER_WRITE_MAX {
+                // Only what is queued and finished now: nothing here waits.
+                let Some(Some(mut next)) = futures_lite::future::poll_once(queue_rx.recv()).await
+                else {
+                    break;
+                };
+                match futures_lite::future::poll_once(&mut next).await {
+                    Some(reply) => end = gather(reply, &mut frames),
+                    None => {
+                        carried = Some(next);
+                        break;
                     }
                 }
-                Some(Reply::None) => {}
-                Some(Reply::Close(why)) => return Some(ConnectionEnd::Malformed(why)),
-                // The handler task was cancelled (shutdown): nothing more to send.
-                None => return None,
+            }
+            if let Err(e) = socket.write_frames(&frames).await {
+                return Some(ConnectionEnd::Io(e));
+            }
+            if let Some(end) = end {
+                return end;
             }
         }
-        None
     };
     let reader = async move {
         // Released when the last Produce request of this connection has taken its place.

@@ -78,6 +78,28 @@ impl SocketWriter {
         Ok(SocketWriter { fd: Rc::new(fd) })
     }
 
+    /// Writes whole frames, in order. Frames made only of buffers go out together in vectored
+    /// `sendmsg` calls (one for up to `IOV_MAX` buffers); a frame with file ranges is written
+    /// on its own. Runs on the connection's shard.
+    pub async fn write_frames(&self, frames: &[EncodedFrame]) -> io::Result<()> {
+        let mut buffers: Vec<Bytes> = Vec::new();
+        for frame in frames {
+            if frame.files.is_empty() {
+                buffers.extend(frame.chunks.iter().cloned());
+                continue;
+            }
+            if !buffers.is_empty() {
+                self.send_buffers(&buffers, true).await?;
+                buffers.clear();
+            }
+            self.write_frame(frame).await?;
+        }
+        if !buffers.is_empty() {
+            self.send_buffers(&buffers, false).await?;
+        }
+        Ok(())
+    }
+
     /// Writes the whole frame, in order. Runs on the connection's shard.
     pub async fn write_frame(&self, frame: &EncodedFrame) -> io::Result<()> {
         if !frame.files.is_empty() {
