@@ -31,6 +31,7 @@ pub mod filter;
 pub mod key_map;
 pub mod swap;
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
@@ -71,7 +72,7 @@ const READ_CHUNK_BYTES: usize = 256 * 1024;
 const _: () = assert!(READ_CHUNK_BYTES >= 2 * crate::limits::BATCH_HEADER_BYTES);
 
 /// Settings of one shard's cleaner.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CleanerOptions {
     /// Memory of the key map.
     pub key_map_bytes: usize,
@@ -82,6 +83,11 @@ pub struct CleanerOptions {
     pub io_bytes_per_sec: Option<u64>,
     /// Fault injection (tests): stop a swap after this step as if the process died there.
     pub crash_at: Option<SwapStep>,
+    /// While set, the cleaner does no work and issues no I/O between two batches (the I/O limit
+    /// does not count the pause). The cleaner benchmark alternates it to measure produce latency
+    /// with and without cleaning in the same minute, so that the device's drift over time does
+    /// not decide the comparison.
+    pub pause: Option<Rc<Cell<bool>>>,
 }
 
 impl Default for CleanerOptions {
@@ -90,6 +96,7 @@ impl Default for CleanerOptions {
             key_map_bytes: KEY_MAP_BYTES_DEFAULT,
             crash_at: None,
             io_bytes_per_sec: None,
+            pause: None,
         }
     }
 }
@@ -361,7 +368,7 @@ impl Cleaner {
     ) -> Result<Offset> {
         let interval = p.config().index_interval_bytes;
         let mut end = d.first_dirty;
-        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec);
+        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec, self.opts.pause.clone());
         for seg in p.closed_segments() {
             if seg.next_offset() <= d.first_dirty {
                 continue;
@@ -506,7 +513,7 @@ impl Cleaner {
         let base = meta.next_offset;
         let mut written = 0u64;
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
-        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec);
+        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec, self.opts.pause.clone());
         for seg in group {
             seg.ensure_indexes(cfg.index_interval_bytes).await?;
             let mut scan = Scanner::new(seg.file(), 0, seg.readable(), READ_CHUNK_BYTES);
@@ -599,20 +606,30 @@ struct Pacer {
     started: Instant,
     bytes: u64,
     limit: Option<u64>,
+    pause: Option<Rc<Cell<bool>>>,
 }
 
 impl Pacer {
-    fn new(limit: Option<u64>) -> Pacer {
+    fn new(limit: Option<u64>, pause: Option<Rc<Cell<bool>>>) -> Pacer {
         let now = Instant::now();
         Pacer {
             since: now,
             started: now,
             bytes: 0,
             limit: limit.filter(|l| *l > 0),
+            pause,
         }
     }
 
     async fn pace(&mut self, read: usize) {
+        if let Some(pause) = &self.pause {
+            let paused = Instant::now();
+            while pause.get() {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            // The pause is not time the limit allows I/O for.
+            self.started += paused.elapsed();
+        }
         self.bytes += read as u64;
         if let Some(limit) = self.limit {
             let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
