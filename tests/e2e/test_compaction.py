@@ -76,6 +76,33 @@ def _read_all(bootstrap, group, topic=TOPIC, start=0):
         c.close()
 
 
+def _internal_records(bootstrap, topic):
+    """The keys of every record partition 0 of an internal topic holds now, and its high
+    watermark (read from the start with a throwaway group)."""
+    r = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False}
+    )
+    try:
+        tp = TopicPartition(topic, 0, 0)
+        _, high = r.get_watermark_offsets(tp, timeout=10)
+        r.assign([tp])
+        keys = []
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            m = r.poll(0.5)
+            if m is None:
+                if r.position([tp])[0].offset >= high:
+                    break
+                continue
+            assert m.error() is None, m.error()
+            keys.append(m.key())
+            if m.offset() >= high - 1:
+                break
+        return keys, high
+    finally:
+        r.close()
+
+
 def _check_consistent(records, latest):
     offsets = [o for o, _, _ in records]
     assert offsets == sorted(set(offsets)), "offsets not strictly increasing"
@@ -292,32 +319,7 @@ def test_consumer_offsets_are_compacted_and_replay_after_restart():
             c.close()
 
             def stored_records():
-                r = Consumer(
-                    {
-                        "bootstrap.servers": broker.bootstrap,
-                        "group.id": "reader",
-                        "enable.auto.commit": False,
-                    }
-                )
-                try:
-                    tp = TopicPartition("__consumer_offsets", 0, 0)
-                    _, high = r.get_watermark_offsets(tp, timeout=10)
-                    r.assign([tp])
-                    n = 0
-                    deadline = time.time() + 20
-                    while time.time() < deadline:
-                        m = r.poll(0.5)
-                        if m is None:
-                            if r.position([tp])[0].offset >= high:
-                                break
-                            continue
-                        if m.error() is None:
-                            n += 1
-                            if m.offset() >= high - 1:
-                                break
-                    return n
-                finally:
-                    r.close()
+                return len(_internal_records(broker.bootstrap, "__consumer_offsets")[0])
 
             deadline = time.time() + 60
             n = stored_records()
@@ -409,35 +411,13 @@ def test_transaction_state_is_compacted_and_replays_after_restart():
 
             def records_per_id():
                 """{transactional id: records in __transaction_state}, and its high watermark."""
-                r = Consumer(
-                    {
-                        "bootstrap.servers": broker.bootstrap,
-                        "group.id": "txn-state-reader",
-                        "enable.auto.commit": False,
-                    }
-                )
-                try:
-                    tp = TopicPartition("__transaction_state", 0, 0)
-                    _, high = r.get_watermark_offsets(tp, timeout=10)
-                    r.assign([tp])
-                    counts = {}
-                    deadline = time.time() + 20
-                    while time.time() < deadline:
-                        m = r.poll(0.5)
-                        if m is None:
-                            if r.position([tp])[0].offset >= high:
-                                break
-                            continue
-                        assert m.error() is None, m.error()
-                        key = m.key()
-                        # TransactionLogKey: version int16, then the id as an int16-prefixed string.
-                        txn_id = key[4 : 4 + int.from_bytes(key[2:4], "big")].decode()
-                        counts[txn_id] = counts.get(txn_id, 0) + 1
-                        if m.offset() >= high - 1:
-                            break
-                    return counts, high
-                finally:
-                    r.close()
+                keys, high = _internal_records(broker.bootstrap, "__transaction_state")
+                counts = {}
+                for key in keys:
+                    # TransactionLogKey: version int16, then the id as an int16-prefixed string.
+                    txn_id = key[4 : 4 + int.from_bytes(key[2:4], "big")].decode()
+                    counts[txn_id] = counts.get(txn_id, 0) + 1
+                return counts, high
 
             deadline = time.time() + 60
             counts, high = records_per_id()
