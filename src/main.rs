@@ -87,6 +87,10 @@ struct StartArgs {
     /// [default: 1/16 of physical memory, at least 64 MiB per shard].
     #[arg(long)]
     batch_cache_bytes: Option<u64>,
+    /// Kernel workers that may run one shard's blocking file I/O (file-extending O_DIRECT
+    /// writes, fdatasync) at once; 0 keeps the kernel's default [default: 64].
+    #[arg(long)]
+    io_workers_per_shard: Option<u32>,
     /// Pause between log cleaner (compaction) rounds of each shard, in ms [default: 15000].
     #[arg(long)]
     log_cleaner_backoff_ms: Option<u64>,
@@ -158,6 +162,7 @@ impl StartArgs {
             dev: self.dev.then_some(true),
             log_retention_check_interval_ms: self.log_retention_check_interval_ms,
             batch_cache_bytes: self.batch_cache_bytes,
+            io_workers_per_shard: self.io_workers_per_shard,
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
             log_cleaner_io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
             log_cleaner_dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size,

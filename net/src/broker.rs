@@ -191,6 +191,19 @@ async fn run_shard(
     sluice_engine::io::prime_executor(&config.data_dir)
         .await
         .map_err(|e| format!("DMA probe in {}: {e}", config.data_dir.display()))?;
+    if config.io_workers_per_shard > 0 {
+        match crate::socket_writer::set_blocking_io_workers(config.io_workers_per_shard) {
+            Ok(previous) => tracing::debug!(
+                previous,
+                workers = config.io_workers_per_shard,
+                "blocking io_uring workers of this shard"
+            ),
+            // Older kernels (before 5.15) cannot change it; the shard works with their default.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set the shard's blocking io_uring workers")
+            }
+        }
+    }
     let ctx = boot
         .start(ShardState {
             config: config.clone(),

@@ -38,6 +38,10 @@ pub const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 30 * 60 * 1000;
 pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
 /// Default `offsets.retention.check.interval.ms` (Kafka's default, 10 minutes).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default of `--io-workers-per-shard`: enough file writes and fdatasyncs in flight per shard
+/// for thousands of partitions (10,000 partitions at acks=1: 160,000-178,000 records/s with
+/// the kernel's default of 2, 277,000-374,000 with 64).
+pub const IO_WORKERS_PER_SHARD_DEFAULT: u32 = 64;
 /// Default `transaction.state.log.num.partitions` (Kafka's default).
 pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
 /// Default `transaction.state.log.segment.bytes` (Kafka's default, 100 MiB): segments of
@@ -95,6 +99,7 @@ pub struct ConfigLayer {
     pub num_partitions: Option<i32>,
     pub log_retention_check_interval_ms: Option<u64>,
     pub batch_cache_bytes: Option<u64>,
+    pub io_workers_per_shard: Option<u32>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     pub log_cleaner_dedupe_buffer_size: Option<u64>,
@@ -153,6 +158,7 @@ impl ConfigLayer {
                 .log_retention_check_interval_ms
                 .or(self.log_retention_check_interval_ms),
             batch_cache_bytes: over.batch_cache_bytes.or(self.batch_cache_bytes),
+            io_workers_per_shard: over.io_workers_per_shard.or(self.io_workers_per_shard),
             log_cleaner_backoff_ms: over.log_cleaner_backoff_ms.or(self.log_cleaner_backoff_ms),
             log_cleaner_io_max_bytes_per_second: over
                 .log_cleaner_io_max_bytes_per_second
@@ -229,6 +235,11 @@ pub struct BrokerConfig {
     /// Bytes of recently written batches each shard keeps in memory for tailing consumers
     /// (O_DIRECT bypasses the page cache, so this is the broker's read cache).
     pub batch_cache_bytes_per_shard: usize,
+    /// Kernel workers that may run one shard's blocking file I/O at once (io_uring's bounded
+    /// io-wq workers; 0 keeps the kernel's default). Every O_DIRECT write that extends a
+    /// segment file on ext4, and every fdatasync, runs on one: with the kernel's default (two
+    /// for a shard pinned to one core here) writes to many partitions wait for each other.
+    pub io_workers_per_shard: u32,
     /// The pause between rounds of each shard's log cleaner (compaction).
     pub log_cleaner_backoff_ms: u64,
     /// The most bytes per second each shard's cleaner reads and writes together (`None`: no
@@ -438,6 +449,9 @@ impl BrokerConfig {
                 .unwrap_or(LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT)
                 .max(1),
             batch_cache_bytes_per_shard,
+            io_workers_per_shard: layer
+                .io_workers_per_shard
+                .unwrap_or(IO_WORKERS_PER_SHARD_DEFAULT),
             log_cleaner_backoff_ms: layer
                 .log_cleaner_backoff_ms
                 .unwrap_or(LOG_CLEANER_BACKOFF_MS_DEFAULT)
@@ -547,6 +561,7 @@ mod tests {
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
         assert!(c.batch_cache_bytes_per_shard >= sluice_engine::limits::BATCH_CACHE_BYTES_DEFAULT);
+        assert_eq!(c.io_workers_per_shard, IO_WORKERS_PER_SHARD_DEFAULT);
         assert_eq!(c.admin_listen, Some("127.0.0.1:9644".parse().unwrap()));
     }
 

@@ -309,6 +309,21 @@ fn ring() -> io::Result<Rc<Ring>> {
     })
 }
 
+/// Sets how many kernel workers may run this thread's blocking io_uring work at once (the
+/// "bounded" io-wq workers: regular file I/O that cannot complete without blocking, such as
+/// every O_DIRECT write that extends a file on ext4). The limit belongs to the thread, so it
+/// covers glommio's rings as well as this module's; Linux's default is four per CPU. Returns
+/// the previous limit.
+pub fn set_blocking_io_workers(max: u32) -> io::Result<u32> {
+    let ring = ring()?;
+    let mut limits = [max, 0];
+    ring.uring
+        .borrow()
+        .submitter()
+        .register_iowq_max_workers(&mut limits)?;
+    Ok(limits[0])
+}
+
 /// One operation in the ring: its result once reaped, who waits for it, and what it refers
 /// to (kept alive until the kernel is done with it).
 struct Op {
