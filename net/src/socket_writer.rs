@@ -619,3 +619,18 @@ impl Drop for OpFuture {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blocking_worker_limit_is_set_for_the_thread() {
+        glommio::LocalExecutor::default().run(async {
+            set_blocking_io_workers(64).unwrap();
+            // The kernel answers each change with the limit it replaces.
+            assert_eq!(set_blocking_io_workers(17).unwrap(), 64);
+            assert_eq!(set_blocking_io_workers(64).unwrap(), 17);
+        });
+    }
+}
