@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use common::run;
-use sluice_engine::batch::BatchIter;
 use sluice_engine::builder::BatchBuilder;
 use sluice_engine::cleaner::{Cleaner, CleanerOptions};
 use sluice_engine::compression::Codec;
@@ -21,7 +20,6 @@ use sluice_engine::config::LogConfig;
 use sluice_engine::durability::Durability;
 use sluice_engine::io::{FaultPlan, IoBackend};
 use sluice_engine::partition::{now_ms, Partition, ShardContext};
-use sluice_engine::records::decode_records;
 use sluice_engine::types::{Offset, TopicPartition};
 
 fn compacted() -> Arc<LogConfig> {
@@ -76,29 +74,14 @@ async fn fill(p: &Partition, rounds: std::ops::Range<u32>) -> BTreeMap<i64, (Str
     out
 }
 
-/// Every record from `from` to the high watermark, CRCs checked.
+/// Every record from `from` to the high watermark, CRCs checked, as text.
 async fn records_from(p: &Partition, from: Offset) -> Vec<(i64, String, String)> {
-    let mut out = Vec::new();
-    let mut at = from;
-    while at < p.high_watermark() {
-        let bytes = p.read(at, 64 * 1024).await.unwrap().to_vec();
-        assert!(!bytes.is_empty(), "nothing read at {at}");
-        for item in BatchIter::new(&bytes) {
-            let (_, v) = item.unwrap();
-            v.validate_stored(0, 1 << 26).unwrap();
-            let d = decode_records(v.attributes(), v.records(), v.record_count(), 1 << 26).unwrap();
-            for r in d.iter() {
-                let r = r.unwrap();
-                let off = v.base_offset().0 + i64::from(r.offset_delta);
-                if off >= at.0 {
-                    let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
-                    out.push((off, text(r.key), text(r.value)));
-                }
-            }
-            at = v.next_offset();
-        }
-    }
-    out
+    let text = |b: Option<Vec<u8>>| String::from_utf8(b.unwrap()).unwrap();
+    common::records_from(p, from)
+        .await
+        .into_iter()
+        .map(|(off, k, v)| (off, text(k), text(v)))
+        .collect()
 }
 
 /// The partition's `.log` files, oldest first.

@@ -15,14 +15,12 @@ use std::sync::Arc;
 
 use common::*;
 use proptest::prelude::*;
-use sluice_engine::batch::BatchIter;
 use sluice_engine::builder::BatchBuilder;
 use sluice_engine::cleaner::{Cleaner, CleanerOptions, SwapStep};
 use sluice_engine::compression::Codec;
 use sluice_engine::config::LogConfig;
 use sluice_engine::durability::Durability;
 use sluice_engine::partition::{now_ms, Partition, ShardContext};
-use sluice_engine::records::decode_records;
 
 /// (offset, key, value) of one record.
 type Rec = (i64, Vec<u8>, Option<Vec<u8>>);
@@ -99,38 +97,11 @@ async fn append(p: &Partition, recs: &[(u8, Option<u16>)], c: u8) -> i64 {
 
 /// Every visible record from the log start, checking offsets increase.
 async fn visible(p: &Partition) -> Vec<Rec> {
-    let mut out: Vec<Rec> = Vec::new();
-    let mut at = p.log_start_offset();
-    let hw = p.high_watermark();
-    while at < hw {
-        let r = p.read(at, 64 * 1024).await.unwrap();
-        let bytes = r.to_vec();
-        assert!(
-            !bytes.is_empty(),
-            "read at {at} below the high watermark {hw} returned nothing"
-        );
-        let mut next = at;
-        for item in BatchIter::new(&bytes) {
-            let (_, v) = item.unwrap();
-            v.validate_stored(0, 1 << 26).unwrap();
-            let d = decode_records(v.attributes(), v.records(), v.record_count(), 1 << 26).unwrap();
-            for r in d.iter() {
-                let r = r.unwrap();
-                let off = v.base_offset().0 + i64::from(r.offset_delta);
-                if off < at.0 {
-                    continue;
-                }
-                if let Some((last, _, _)) = out.last() {
-                    assert!(off > *last, "offsets not increasing: {last} then {off}");
-                }
-                out.push((off, r.key.unwrap().to_vec(), r.value.map(<[u8]>::to_vec)));
-            }
-            next = v.next_offset();
-        }
-        assert!(next > at, "no progress at {at}");
-        at = next;
-    }
-    out
+    records_from(p, p.log_start_offset())
+        .await
+        .into_iter()
+        .map(|(off, k, v)| (off, k.unwrap(), v))
+        .collect()
 }
 
 /// The checks against the model (`appended`: every record ever appended, by offset).
@@ -342,13 +313,7 @@ fn truncation_below_the_cleaned_range_makes_new_appends_dirty_again() {
         let ctx = ShardContext::default();
         let p = open(&root, &cfg, &ctx).await;
         let mut appended = BTreeMap::new();
-        for round in 0..30u16 {
-            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-            let base = append(&p, &recs, 0).await;
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
-        }
+        eight_keys_per_round(&p, 0..30, |_| 0, &mut appended).await;
         let mut cleaner = Cleaner::new(CleanerOptions::default());
         cleaner.clean(&p, now_ms()).await.unwrap();
         let checkpoint = sluice_engine::cleaner::read_checkpoint(p.dir())
@@ -364,13 +329,7 @@ fn truncation_below_the_cleaned_range_makes_new_appends_dirty_again() {
             "checkpoint {stored} past the truncated end {end}"
         );
         appended.retain(|o, _| *o < end.0);
-        for round in 100..130u16 {
-            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-            let base = append(&p, &recs, 0).await;
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
-        }
+        eight_keys_per_round(&p, 100..130, |_| 0, &mut appended).await;
         cleaner.clean(&p, now_ms()).await.unwrap();
         check(&visible(&p).await, &appended);
         p.close().await.unwrap();
@@ -415,14 +374,25 @@ fn has_cleaned_file(dir: &Path) -> bool {
 /// 30 rounds of the 8 keys; returns what was appended, by offset.
 async fn eight_keys_thirty_times(p: &Partition) -> BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)> {
     let mut appended = BTreeMap::new();
-    for round in 0..30u16 {
+    eight_keys_per_round(p, 0..30, |round| (round % 5) as u8, &mut appended).await;
+    appended
+}
+
+/// Appends one batch per round holding the eight keys with the round as their value, in the
+/// codec `codec(round)`, and records each offset in `appended`.
+async fn eight_keys_per_round(
+    p: &Partition,
+    rounds: std::ops::Range<u16>,
+    codec: impl Fn(u16) -> u8,
+    appended: &mut BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
+) {
+    for round in rounds {
         let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-        let base = append(p, &recs, (round % 5) as u8).await;
+        let base = append(p, &recs, codec(round)).await;
         for (i, (k, v)) in recs.iter().enumerate() {
             appended.insert(base + i as i64, (key(*k), v.map(value)));
         }
     }
-    appended
 }
 
 fn spawn_clean(
@@ -589,13 +559,7 @@ fn a_truncation_during_a_pass_keeps_the_checkpoint_below_it() {
         );
         appended.retain(|o, _| *o < end.0);
         // What is appended again there is dirty, and cleaned.
-        for round in 100..130u16 {
-            let recs: Vec<(u8, Option<u16>)> = (0..8u8).map(|k| (k, Some(round))).collect();
-            let base = append(&p, &recs, 0).await;
-            for (i, (k, v)) in recs.iter().enumerate() {
-                appended.insert(base + i as i64, (key(*k), v.map(value)));
-            }
-        }
+        eight_keys_per_round(&p, 100..130, |_| 0, &mut appended).await;
         Cleaner::new(CleanerOptions::default())
             .clean(&p, now_ms())
             .await

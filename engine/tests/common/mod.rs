@@ -55,6 +55,51 @@ pub async fn open(root: &Path, cfg: &Arc<LogConfig>, ctx: &ShardContext) -> Part
         .unwrap()
 }
 
+/// A record read back from a partition: offset, key, value.
+pub type StoredRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record from `from` to the high watermark, with every batch's CRC and records checked
+/// and offsets checked to increase.
+pub async fn records_from(p: &Partition, from: sluice_engine::types::Offset) -> Vec<StoredRecord> {
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let mut at = from;
+    let hw = p.high_watermark();
+    while at < hw {
+        let bytes = p.read(at, 64 * 1024).await.unwrap().to_vec();
+        assert!(
+            !bytes.is_empty(),
+            "read at {at} below the high watermark {hw} returned nothing"
+        );
+        let mut next = at;
+        for item in sluice_engine::batch::BatchIter::new(&bytes) {
+            let (_, v) = item.unwrap();
+            v.validate_stored(0, 1 << 26).unwrap();
+            let d = sluice_engine::records::decode_records(
+                v.attributes(),
+                v.records(),
+                v.record_count(),
+                1 << 26,
+            )
+            .unwrap();
+            for r in d.iter() {
+                let r = r.unwrap();
+                let off = v.base_offset().0 + i64::from(r.offset_delta);
+                if off < at.0 {
+                    continue;
+                }
+                if let Some((last, _, _)) = out.last() {
+                    assert!(off > *last, "offsets not increasing: {last} then {off}");
+                }
+                out.push((off, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+            }
+            next = v.next_offset();
+        }
+        assert!(next > at, "no progress at {at}");
+        at = next;
+    }
+    out
+}
+
 /// Reads everything from `from` to the high watermark, batch by batch.
 pub async fn read_all(p: &Partition, from: i64) -> Vec<u8> {
     let mut out = Vec::new();
