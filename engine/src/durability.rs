@@ -124,6 +124,13 @@ impl ShardFlusher {
         want
     }
 
+    /// Flushes `target`, recording how long it took.
+    async fn timed_flush(self: Rc<Self>, target: Rc<dyn FlushTarget>) {
+        let started = std::time::Instant::now();
+        target.flush().await;
+        self.flush_latency.observe(started.elapsed());
+    }
+
     async fn run_rounds(self: Rc<Self>) {
         loop {
             let batch = {
@@ -146,19 +153,10 @@ impl ShardFlusher {
             // its own fdatasync, so nothing depends on how the filesystem does it.
             let mut batch = batch.into_iter();
             if let Some(first) = batch.next() {
-                let started = std::time::Instant::now();
-                first.flush().await;
-                self.flush_latency.observe(started.elapsed());
+                self.clone().timed_flush(first).await;
             }
             let tasks: Vec<_> = batch
-                .map(|t| {
-                    let me = self.clone();
-                    glommio::spawn_local(async move {
-                        let started = std::time::Instant::now();
-                        t.flush().await;
-                        me.flush_latency.observe(started.elapsed());
-                    })
-                })
+                .map(|t| glommio::spawn_local(self.clone().timed_flush(t)))
                 .collect();
             for t in tasks {
                 t.await;
@@ -276,6 +274,60 @@ mod tests {
             assert!(stats.flush_latency.sum_ns >= u64::from(flushes) * 2_000_000);
             assert_eq!(stats.syncs_waiting, 0);
             assert_eq!(stats.rounds, f.rounds());
+        });
+    }
+
+    /// Records how many flushes of its round were running when each one started.
+    struct Overlap {
+        id: u64,
+        running: Rc<Cell<u32>>,
+        seen: Rc<RefCell<Vec<(u64, u32)>>>,
+    }
+
+    impl FlushTarget for Overlap {
+        fn flush(self: Rc<Self>) -> Pin<Box<dyn Future<Output = ()>>> {
+            Box::pin(async move {
+                self.seen.borrow_mut().push((self.id, self.running.get()));
+                self.running.set(self.running.get() + 1);
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                self.running.set(self.running.get() - 1);
+            })
+        }
+        fn flush_id(&self) -> u64 {
+            self.id
+        }
+    }
+
+    #[test]
+    fn a_round_flushes_its_first_partition_alone_then_the_rest_together() {
+        LocalExecutor::default().run(async {
+            let f = ShardFlusher::new();
+            let running = Rc::new(Cell::new(0));
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let target = |id| -> Rc<dyn FlushTarget> {
+                Rc::new(Overlap {
+                    id,
+                    running: running.clone(),
+                    seen: seen.clone(),
+                })
+            };
+            // Round 1 (partition 0) runs while partitions 1-4 register: they share round 2.
+            let first = {
+                let (f, t) = (f.clone(), target(0));
+                glommio::spawn_local(async move { f.sync(t).await })
+            };
+            while running.get() == 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            for id in 1..4 {
+                f.request_background(target(id));
+            }
+            f.sync(target(4)).await;
+            first.await;
+            assert_eq!(f.rounds(), 2);
+            // Round 2: partition 1 started with nothing else running; 2, 3 and 4 started
+            // together once it had finished.
+            assert_eq!(*seen.borrow(), vec![(0, 0), (1, 0), (2, 0), (3, 1), (4, 2)]);
         });
     }
 }
