@@ -82,6 +82,10 @@ impl SocketWriter {
     /// `sendmsg` calls (one for up to `IOV_MAX` buffers); a frame with file ranges is written
     /// on its own. Runs on the connection's shard.
     pub async fn write_frames(&self, frames: &[EncodedFrame]) -> io::Result<()> {
+        if let [frame] = frames {
+            // The usual case: no list of every frame's buffers to build.
+            return self.write_frame(frame).await;
+        }
         let mut buffers: Vec<Bytes> = Vec::new();
         for frame in frames {
             if frame.files.is_empty() {
