@@ -98,6 +98,11 @@ struct StartArgs {
     /// limit].
     #[arg(long)]
     log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Seconds each shard's log cleaner spreads a round's I/O over: it cleans as fast as its
+    /// backlog needs (at least 8 MiB/s), not as fast as the disk allows, so produce writes keep
+    /// their latency; 0 cleans at full speed, as Kafka does [default: 60].
+    #[arg(long)]
+    log_cleaner_pace_seconds: Option<u64>,
     /// Memory of the log cleaners' key maps, in bytes for the whole broker (split evenly over
     /// the shards, at least 1 MiB each) [default: 32 MiB per shard].
     #[arg(long)]
@@ -165,6 +170,7 @@ impl StartArgs {
             io_workers_per_shard: self.io_workers_per_shard,
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms,
             log_cleaner_io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
+            log_cleaner_pace_seconds: self.log_cleaner_pace_seconds,
             log_cleaner_dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size,
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,

@@ -23,6 +23,10 @@
 //! p50/p99/p99.9/max alone, paused and while cleaning, plus a JSON line. Figures only: nothing
 //! is asserted about speed.
 //!
+//! The cleaner runs as the broker's does by default: paced by its backlog
+//! (`CleanerOptions::backlog_pace`; `SLUICE_CLEANER_PACE_S` sets the pace in seconds, 0 runs it
+//! unpaced), with no fixed I/O limit (`SLUICE_CLEANER_IO_MBPS` sets one, in MiB/s).
+//!
 //! `cargo bench -p sluice-engine --bench cleaner` (`SLUICE_BENCH_DIR` picks the disk). Without
 //! `--bench` it runs a tiny test mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test and benchmark code: a failure should panic loudly.
@@ -35,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{Latency, Shares};
 use sluice_engine::builder::BatchBuilder;
-use sluice_engine::cleaner::{Cleaner, CleanerOptions, CleanerStats};
+use sluice_engine::cleaner::{Cleaner, CleanerOptions, CleanerStats, BACKLOG_PACE_DEFAULT};
 use sluice_engine::compression::Codec;
 use sluice_engine::config::LogConfig;
 use sluice_engine::durability::Durability;
@@ -52,6 +56,9 @@ pub struct Params {
     pub probe: Duration,
     /// The cleaner's I/O limit (`SLUICE_CLEANER_IO_MBPS`, MiB/s; unset: none).
     pub io_bytes_per_sec: Option<u64>,
+    /// The cleaner's backlog pace (`SLUICE_CLEANER_PACE_S`, seconds; 0: unpaced; unset: the
+    /// broker's default).
+    pub pace: Option<Duration>,
 }
 
 impl Params {
@@ -71,6 +78,7 @@ impl Params {
                 segment_bytes: 256 << 10,
                 probe: Duration::from_millis(200),
                 io_bytes_per_sec: None,
+                pace: Some(BACKLOG_PACE_DEFAULT),
             };
         }
         Params {
@@ -87,6 +95,10 @@ impl Params {
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(|m| m << 20),
+            pace: match get("SLUICE_CLEANER_PACE_S", BACKLOG_PACE_DEFAULT.as_secs()) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
         }
     }
 }
@@ -104,6 +116,8 @@ pub struct Latencies {
 #[derive(Debug, Clone, Copy)]
 pub struct CleanResult {
     pub stats: CleanerStats,
+    /// The I/O rate the cleaner chose (`None`: unpaced).
+    pub io_rate: Option<u64>,
     pub clean_secs: f64,
     pub read_mb_per_sec: f64,
     pub alone: Latencies,
@@ -258,17 +272,19 @@ pub fn measure(root: &Path, params: &Params) -> CleanResult {
         let toggled = Rc::new(Cell::new(Instant::now()));
         let (p2, done2, gate2) = (p.clone(), done.clone(), gate.clone());
         let io_bytes_per_sec = params.io_bytes_per_sec;
+        let backlog_pace = params.pace;
         let cleaning = glommio::spawn_local_into(
             async move {
                 let mut cleaner = Cleaner::new(CleanerOptions {
                     io_bytes_per_sec,
+                    backlog_pace,
                     pause: Some(gate2),
                     ..CleanerOptions::default()
                 });
                 let t = Instant::now();
                 let stats = cleaner.clean(&p2, now_ms()).await.unwrap();
                 done2.set(true);
-                (stats, t.elapsed())
+                (stats, t.elapsed(), cleaner.io_rate())
             },
             tq,
         )
@@ -286,13 +302,14 @@ pub fn measure(root: &Path, params: &Params) -> CleanResult {
         };
         // Produce for as long as the cleaner runs.
         let (paused, lat) = probe_tagged(&other, done.clone(), gate, toggled).await;
-        let (stats, took) = cleaning.await;
+        let (stats, took, io_rate) = cleaning.await;
         toggler.await;
         p.close().await.unwrap();
         other.close().await.unwrap();
         let clean_secs = took.as_secs_f64();
         CleanResult {
             stats,
+            io_rate,
             clean_secs,
             read_mb_per_sec: stats.bytes_read as f64 / clean_secs / (1 << 20) as f64,
             alone,
@@ -306,7 +323,7 @@ pub fn report_json(params: &Params, r: &CleanResult) -> String {
     format!(
         concat!(
             "{{\"bench\":\"cleaner\",\"log_bytes\":{},\"keys\":{},\"value_bytes\":{},",
-            "\"codec\":\"{}\",\"io_limit_bytes_per_sec\":{},\"bytes_read\":{},\"bytes_written\":{},\"passes\":{},",
+            "\"codec\":\"{}\",\"io_limit_bytes_per_sec\":{},\"pace_secs\":{},\"io_rate_bytes_per_sec\":{},\"bytes_read\":{},\"bytes_written\":{},\"passes\":{},",
             "\"clean_secs\":{:.3},\"read_mb_per_sec\":{:.1},",
             "\"produce_alone_p99_us\":{:.0},\"produce_paused_p99_us\":{:.0},",
             "\"produce_cleaning_p99_us\":{:.0},\"p99_ratio\":{:.2}}}"
@@ -316,6 +333,8 @@ pub fn report_json(params: &Params, r: &CleanResult) -> String {
         params.value_bytes,
         params.codec.name(),
         params.io_bytes_per_sec.map_or(-1, |b| b as i64),
+        params.pace.map_or(0, |p| p.as_secs()),
+        r.io_rate.map_or(-1, |b| b as i64),
         r.stats.bytes_read,
         r.stats.bytes_written,
         r.stats.passes,
@@ -337,6 +356,13 @@ fn main() {
         Err(_) => tempfile::tempdir().unwrap(),
     };
     let r = measure(dir.path(), &params);
+    println!(
+        "cleaner I/O rate: {}",
+        r.io_rate.map_or("unpaced".to_string(), |b| format!(
+            "{:.1} MiB/s (reads and writes)",
+            b as f64 / (1 << 20) as f64
+        ))
+    );
     println!(
         "cleaner: {} MiB cleaned ({} MiB read for the key map), {} MiB written in {} pass(es), {:.2} s: {:.1} MiB/s of log",
         r.stats.bytes_read >> 20,

@@ -568,3 +568,82 @@ fn a_truncation_during_a_pass_keeps_the_checkpoint_below_it() {
         p.close().await.unwrap();
     });
 }
+
+/// A cleaner paced by its backlog picks its rate from the log it is about to clean (the
+/// estimate spread over the pace) and holds its reads and writes to that rate; an unpaced one
+/// has no rate.
+#[test]
+fn a_paced_clean_spreads_its_io_over_the_pace() {
+    use sluice_engine::cleaner::{dirtiness, io_rate, PACE_FLOOR_BYTES_PER_SEC};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = Arc::new(
+        LogConfig::from_pairs([
+            ("segment.bytes", "1048576"),
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0"),
+        ])
+        .unwrap(),
+    );
+    run(&root.clone(), || async move {
+        let ctx = ShardContext::default();
+        let p = open(&root, &cfg, &ctx).await;
+        // About 6 MiB: 60 batches of 100 one-KiB values over 50 keys.
+        let value = vec![b'v'; 1024];
+        for _ in 0..60 {
+            let mut b = BatchBuilder::new(Codec::None);
+            for k in 0..100u8 {
+                b.append(now_ms(), Some(&key(k % 50)), Some(&value), &[])
+                    .unwrap();
+            }
+            p.append(b.build().unwrap(), Durability::Written)
+                .await
+                .unwrap();
+        }
+        let d = dirtiness(&p, now_ms()).await.unwrap().unwrap();
+        let pace = Duration::from_secs(1);
+        let expected = d.io_estimate();
+        assert!(expected > PACE_FLOOR_BYTES_PER_SEC, "{d:?}");
+        let mut cleaner = Cleaner::new(CleanerOptions {
+            backlog_pace: Some(pace),
+            ..CleanerOptions::default()
+        });
+        let t = Instant::now();
+        let stats = cleaner.clean(&p, now_ms()).await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(cleaner.io_rate(), Some(expected));
+        assert_eq!(cleaner.io_rate(), io_rate(expected, Some(pace), None));
+        let io = stats.map_bytes_read + stats.bytes_read + stats.bytes_written;
+        // The pacer lets the I/O run ahead of the rate by at most one 256 KiB chunk and a
+        // slice of work.
+        let least = Duration::from_secs_f64(io.saturating_sub(2 << 18) as f64 / expected as f64);
+        assert!(
+            took >= least,
+            "{io} bytes of I/O at {expected} B/s took {took:?}, less than {least:?}"
+        );
+        assert!(stats.bytes_written < stats.bytes_read, "{stats:?}");
+        // The next round has nothing to clean; an unpaced cleaner has no rate.
+        let mut unpaced = Cleaner::new(CleanerOptions {
+            backlog_pace: None,
+            ..CleanerOptions::default()
+        });
+        unpaced.clean(&p, now_ms()).await.unwrap();
+        assert_eq!(unpaced.io_rate(), None);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_pace_has_a_floor_grows_with_the_backlog_and_obeys_the_cap() {
+    use sluice_engine::cleaner::{io_rate, PACE_FLOOR_BYTES_PER_SEC as FLOOR};
+    use std::time::Duration;
+    let minute = Some(Duration::from_secs(60));
+    assert_eq!(io_rate(0, minute, None), Some(FLOOR));
+    assert_eq!(io_rate(1 << 20, minute, None), Some(FLOOR));
+    assert_eq!(io_rate(60 << 30, minute, None), Some(1 << 30));
+    assert_eq!(io_rate(60 << 30, minute, Some(100 << 20)), Some(100 << 20));
+    assert_eq!(io_rate(60 << 30, None, Some(100 << 20)), Some(100 << 20));
+    assert_eq!(io_rate(60 << 30, None, None), None);
+    assert_eq!(io_rate(60 << 30, None, Some(0)), None);
+}

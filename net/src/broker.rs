@@ -347,12 +347,14 @@ fn spawn_retention(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
 fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
     let backoff = Duration::from_millis(ctx.state().config.log_cleaner_backoff_ms);
     let io_limit = ctx.state().config.log_cleaner_io_max_bytes_per_second;
+    let pace = ctx.state().config.log_cleaner_pace;
     let key_map_bytes = ctx.state().config.log_cleaner_key_map_bytes_per_shard;
     let weak = Rc::downgrade(ctx);
     ctx.spawn_background(async move {
         let mut cleaner =
             sluice_engine::cleaner::Cleaner::new(sluice_engine::cleaner::CleanerOptions {
                 io_bytes_per_sec: io_limit,
+                backlog_pace: pace,
                 key_map_bytes,
                 ..sluice_engine::cleaner::CleanerOptions::default()
             });
@@ -366,11 +368,7 @@ fn spawn_cleaner(ctx: &Rc<BrokerCtx>, shared: Arc<ListenerShared>) {
             cleaner
                 .run_round(&parts, sluice_engine::partition::now_ms())
                 .await;
-            ctx.state().metrics.cleaner_totals(
-                cleaner.totals(),
-                cleaner.last_round_us(),
-                cleaner.uncleanable(),
-            );
+            ctx.state().metrics.cleaner_totals(&cleaner);
         }
     });
 }

@@ -9,6 +9,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -102,6 +103,7 @@ pub struct ConfigLayer {
     pub io_workers_per_shard: Option<u32>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    pub log_cleaner_pace_seconds: Option<u64>,
     pub log_cleaner_dedupe_buffer_size: Option<u64>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
@@ -163,6 +165,9 @@ impl ConfigLayer {
             log_cleaner_io_max_bytes_per_second: over
                 .log_cleaner_io_max_bytes_per_second
                 .or(self.log_cleaner_io_max_bytes_per_second),
+            log_cleaner_pace_seconds: over
+                .log_cleaner_pace_seconds
+                .or(self.log_cleaner_pace_seconds),
             log_cleaner_dedupe_buffer_size: over
                 .log_cleaner_dedupe_buffer_size
                 .or(self.log_cleaner_dedupe_buffer_size),
@@ -245,6 +250,10 @@ pub struct BrokerConfig {
     /// The most bytes per second each shard's cleaner reads and writes together (`None`: no
     /// limit, Kafka's default), so that cleaning does not crowd produce writes off the device.
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// How long each shard's cleaner spreads a round's I/O over, so that it cleans as fast as
+    /// its backlog needs rather than as fast as the device allows (`None`: unpaced, Kafka's
+    /// behaviour). See `sluice_engine::cleaner::CleanerOptions::backlog_pace`.
+    pub log_cleaner_pace: Option<Duration>,
     /// Memory of each shard's cleaner key map (Kafka's `log.cleaner.dedupe.buffer.size` is the
     /// total over all cleaner threads; it is split evenly over the shards).
     pub log_cleaner_key_map_bytes_per_shard: usize,
@@ -459,6 +468,11 @@ impl BrokerConfig {
             log_cleaner_io_max_bytes_per_second: layer
                 .log_cleaner_io_max_bytes_per_second
                 .filter(|b| *b > 0),
+            log_cleaner_pace: match layer.log_cleaner_pace_seconds {
+                None => Some(sluice_engine::cleaner::BACKLOG_PACE_DEFAULT),
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+            },
             log_cleaner_key_map_bytes_per_shard,
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: layer

@@ -4,7 +4,8 @@
 //! One [`Cleaner`] per shard cleans that shard's partitions from the shard's low-priority task
 //! queue (the broker runs it every `log.cleaner.backoff.ms`). A round picks the partitions
 //! whose dirty share reaches `min.cleanable.dirty.ratio` (or whose oldest dirty record is past
-//! `max.compaction.lag.ms`), dirtiest first, and cleans each in passes:
+//! `max.compaction.lag.ms`), dirtiest first, and cleans each in passes (at one I/O rate for the
+//! whole round, set by the round's backlog: [`CleanerOptions::backlog_pace`]):
 //!
 //! 1. **Range.** The log is clean below its cleaner checkpoint (`cleaner-offset-checkpoint` in
 //!    the partition directory) and dirty from there up to the first uncleanable offset: the
@@ -71,16 +72,33 @@ const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 const _: () = assert!(READ_CHUNK_BYTES >= 2 * crate::limits::BATCH_HEADER_BYTES);
 
+/// How long a round of a cleaner without a fixed I/O limit spreads its work over (see
+/// [`CleanerOptions::backlog_pace`]).
+pub const BACKLOG_PACE_DEFAULT: Duration = Duration::from_secs(60);
+
+/// The slowest a paced cleaner goes, in bytes of I/O per second: a small backlog is still
+/// cleaned within seconds.
+pub const PACE_FLOOR_BYTES_PER_SEC: u64 = 8 << 20;
+
 /// Settings of one shard's cleaner.
 #[derive(Debug, Clone)]
 pub struct CleanerOptions {
     /// Memory of the key map.
     pub key_map_bytes: usize,
     /// Kafka's `log.cleaner.io.max.bytes.per.second`: the most bytes the cleaner reads and
-    /// writes per second together, as Kafka counts them (`None`: as fast as it can). The
-    /// cleaner shares the device with the request path; this keeps its I/O from queueing
-    /// ahead of produce writes.
+    /// writes per second together, as Kafka counts them (`None`: no cap). The cleaner shares
+    /// the device with the request path; this keeps its I/O from queueing ahead of produce
+    /// writes whatever the backlog.
     pub io_bytes_per_sec: Option<u64>,
+    /// Paces the cleaner by its backlog: each round's I/O, estimated from the dirty and clean
+    /// bytes of the logs it is about to clean, is spread over about this long (`None`: as fast
+    /// as the device allows, which is Kafka's behaviour without an I/O limit). Cleaning is not
+    /// latency-sensitive and produce writes are; a cleaner at full speed doubles the produce
+    /// p99 of its shard on a shared device. The rate is the backlog over this time (at least
+    /// [`PACE_FLOOR_BYTES_PER_SEC`]) and grows with the backlog without bound, so a busy
+    /// compacted topic cannot outgrow its cleaner the way it can outgrow a fixed limit;
+    /// `io_bytes_per_sec`, when set, caps it.
+    pub backlog_pace: Option<Duration>,
     /// Fault injection (tests): stop a swap after this step as if the process died there.
     pub crash_at: Option<SwapStep>,
     /// While set, the cleaner does no work and issues no I/O between two batches (the I/O limit
@@ -96,6 +114,7 @@ impl Default for CleanerOptions {
             key_map_bytes: KEY_MAP_BYTES_DEFAULT,
             crash_at: None,
             io_bytes_per_sec: None,
+            backlog_pace: Some(BACKLOG_PACE_DEFAULT),
             pause: None,
         }
     }
@@ -158,6 +177,13 @@ impl Dirtiness {
         }
     }
 
+    /// The I/O that cleaning the log as it is now takes, at most: building the key map reads
+    /// the dirty bytes, and rewriting reads every closed segment below the dirty range's end
+    /// and writes back at most as much.
+    pub fn io_estimate(&self) -> u64 {
+        self.dirty_bytes + 2 * (self.clean_bytes + self.dirty_bytes)
+    }
+
     /// Whether the log is due for cleaning under `cfg`.
     pub fn due(&self, cfg: &LogConfig) -> bool {
         self.dirty_bytes > 0 && (self.overdue || self.ratio() >= cfg.min_cleanable_dirty_ratio)
@@ -193,6 +219,21 @@ pub struct Cleaner {
     totals: CleanerStats,
     last_round_us: u64,
     uncleanable: Uncleanable,
+    /// The I/O rate of the current (or last) round (`None`: unpaced).
+    rate: Option<u64>,
+}
+
+/// The I/O rate of a cleaner facing `backlog` bytes of I/O: the backlog spread over `pace` (at
+/// least [`PACE_FLOOR_BYTES_PER_SEC`]), capped by `cap` (`None`: unpaced).
+pub fn io_rate(backlog: u64, pace: Option<Duration>, cap: Option<u64>) -> Option<u64> {
+    let paced = pace.map(|h| {
+        let per_sec = backlog as f64 / h.as_secs_f64().max(1e-3);
+        (per_sec as u64).max(PACE_FLOOR_BYTES_PER_SEC)
+    });
+    match (paced, cap.filter(|c| *c > 0)) {
+        (Some(p), Some(c)) => Some(p.min(c)),
+        (p, c) => p.or(c),
+    }
 }
 
 impl Cleaner {
@@ -203,7 +244,14 @@ impl Cleaner {
             totals: CleanerStats::default(),
             last_round_us: 0,
             uncleanable: Uncleanable::default(),
+            rate: None,
         }
+    }
+
+    /// The I/O rate (bytes read and written per second) of the current or last round; `None`
+    /// when it was unpaced.
+    pub fn io_rate(&self) -> Option<u64> {
+        self.rate
     }
 
     /// The partitions given up, as of the last round.
@@ -256,10 +304,13 @@ impl Cleaner {
                 .cmp(&a.overdue)
                 .then(b.ratio().total_cmp(&a.ratio()))
         });
+        // One rate for the round, from everything it is about to clean.
+        let backlog = due.iter().map(|(d, _)| d.io_estimate()).sum();
+        self.rate = io_rate(backlog, self.opts.backlog_pace, self.opts.io_bytes_per_sec);
         let started = Instant::now();
         let mut round = CleanerStats::default();
         for (_, p) in due {
-            match self.clean(&p, now_ms).await {
+            match self.clean_at_rate(&p, now_ms).await {
                 Ok(s) => {
                     tracing::info!(tp = %p.topic_partition(), passes = s.passes, read = s.bytes_read, written = s.bytes_written, "log cleaned");
                     round.add(&s);
@@ -279,8 +330,16 @@ impl Cleaner {
     }
 
     /// Cleans `p` until its dirty range is consumed (several passes when the keys do not fit
-    /// the map at once). Runs on the partition's home shard.
+    /// the map at once), paced by its own backlog as a round of `p` alone would be. Runs on the
+    /// partition's home shard.
     pub async fn clean(&mut self, p: &Partition, now_ms: i64) -> Result<CleanerStats> {
+        let backlog = dirtiness(p, now_ms).await?.map_or(0, |d| d.io_estimate());
+        self.rate = io_rate(backlog, self.opts.backlog_pace, self.opts.io_bytes_per_sec);
+        self.clean_at_rate(p, now_ms).await
+    }
+
+    /// [`Cleaner::clean`] at the rate already chosen.
+    async fn clean_at_rate(&mut self, p: &Partition, now_ms: i64) -> Result<CleanerStats> {
         let mut total = CleanerStats::default();
         loop {
             let Some(d) = dirtiness(p, now_ms).await? else {
@@ -368,7 +427,7 @@ impl Cleaner {
     ) -> Result<Offset> {
         let interval = p.config().index_interval_bytes;
         let mut end = d.first_dirty;
-        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec, self.opts.pause.clone());
+        let mut pacer = Pacer::new(self.rate, self.opts.pause.clone());
         for seg in p.closed_segments() {
             if seg.next_offset() <= d.first_dirty {
                 continue;
@@ -513,7 +572,7 @@ impl Cleaner {
         let base = meta.next_offset;
         let mut written = 0u64;
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
-        let mut pacer = Pacer::new(self.opts.io_bytes_per_sec, self.opts.pause.clone());
+        let mut pacer = Pacer::new(self.rate, self.opts.pause.clone());
         for seg in group {
             seg.ensure_indexes(cfg.index_interval_bytes).await?;
             let mut scan = Scanner::new(seg.file(), 0, seg.readable(), READ_CHUNK_BYTES);
@@ -599,8 +658,8 @@ const CLEANER_SLICE: Duration = Duration::from_micros(200);
 /// Makes the cleaner give its shard's CPU up every [`CLEANER_SLICE`] of work: it shares the
 /// shard with the request path, and glommio's own preemption slice (100 ms) would let a pass
 /// hold produce and fetch requests that long. Yielding the task queue lets every other queue
-/// with work run first; with none, the cleaner resumes at once. With an I/O limit it also
-/// sleeps whenever the bytes read so far are ahead of the allowed rate.
+/// with work run first; with none, the cleaner resumes at once. With a rate (the round's pace
+/// or the I/O limit) it also sleeps whenever the bytes read and written so far are ahead of it.
 struct Pacer {
     since: Instant,
     started: Instant,

@@ -41,7 +41,7 @@ use sluice_protocol::{ApiKey, Records, RecordsPiece, Response, Uuid};
 use crate::broker::BrokerCtx;
 use crate::cluster::ClusterState;
 use exposition::{Exposition, Kind};
-use sluice_engine::cleaner::{CleanerStats, Uncleanable};
+use sluice_engine::cleaner::{Cleaner, CleanerStats, Uncleanable};
 
 /// The metrics of one shard.
 ///
@@ -65,6 +65,8 @@ pub struct ShardMetrics {
     cleaner_last_round_us: Cell<u64>,
     /// The partitions the shard's cleaner gave up, as of its last round.
     cleaner_uncleanable: Cell<Uncleanable>,
+    /// The I/O rate of the cleaner's last round (0: unpaced).
+    cleaner_io_rate: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -121,19 +123,16 @@ impl ShardMetrics {
             cleaner: Cell::new(CleanerStats::default()),
             cleaner_last_round_us: Cell::new(0),
             cleaner_uncleanable: Cell::new(Uncleanable::default()),
+            cleaner_io_rate: Cell::new(0),
         }
     }
 
     /// Records the shard cleaner's totals after a round.
-    pub fn cleaner_totals(
-        &self,
-        totals: CleanerStats,
-        last_round_us: u64,
-        uncleanable: Uncleanable,
-    ) {
-        self.cleaner.set(totals);
-        self.cleaner_last_round_us.set(last_round_us);
-        self.cleaner_uncleanable.set(uncleanable);
+    pub fn cleaner_totals(&self, cleaner: &Cleaner) {
+        self.cleaner.set(cleaner.totals());
+        self.cleaner_last_round_us.set(cleaner.last_round_us());
+        self.cleaner_uncleanable.set(cleaner.uncleanable());
+        self.cleaner_io_rate.set(cleaner.io_rate().unwrap_or(0));
     }
 
     /// Starts timing a request of `api`; the returned guard counts it (and its latency) when it
@@ -320,6 +319,7 @@ impl ShardMetrics {
             cleaner: self.cleaner.get(),
             cleaner_last_round_us: self.cleaner_last_round_us.get(),
             cleaner_uncleanable: self.cleaner_uncleanable.get(),
+            cleaner_io_rate: self.cleaner_io_rate.get(),
         }
     }
 
@@ -482,6 +482,7 @@ pub struct ShardSnapshot {
     pub cleaner: CleanerStats,
     pub cleaner_last_round_us: u64,
     pub cleaner_uncleanable: Uncleanable,
+    pub cleaner_io_rate: u64,
 }
 
 /// Why a scrape could not gather every shard's figures.
@@ -850,6 +851,17 @@ fn render_cleaner(e: &mut Exposition, shards: &[ShardSnapshot]) {
         for s in shards {
             e.sample(name, &[("shard", &s.shard.to_string())], get(&s.cleaner));
         }
+    }
+    let name = "sluice_cleaner_io_rate_bytes_per_second";
+    e.family(
+        name,
+        Kind::Gauge,
+        "The I/O rate (reads and writes) the cleaner's last round was paced at: its backlog \
+         spread over --log-cleaner-pace-seconds, capped by log.cleaner.io.max.bytes.per.second \
+         (0: unpaced).",
+    );
+    for s in shards {
+        e.sample(name, &[("shard", &s.shard.to_string())], s.cleaner_io_rate);
     }
     let name = "sluice_cleaner_last_round_seconds";
     e.family(
