@@ -119,6 +119,10 @@ def test_consumer_sees_latest_per_key_after_cleaning():
         broker = _broker(tmp)
         try:
             _latest_per_key_after_cleaning(broker)
+            # The cleaner paced itself by its backlog (the default): a log this small is
+            # cleaned at the floor of 8 MiB/s of I/O, not unpaced (0).
+            rate = _metric_sum(broker, "sluice_cleaner_io_rate_bytes_per_second")
+            assert rate >= 8 * 2**20, rate
         finally:
             broker.stop()
 
