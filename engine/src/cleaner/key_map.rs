@@ -11,6 +11,12 @@
 //! (`log.cleaner.io.buffer.load.factor`), so probes stay short; [`KeyMap::is_full`] tells the
 //! cleaner to stop adding segments, and the rest of the dirty log is cleaned by the next pass.
 //!
+//! A free slot is all zero bits, so the table is allocated zeroed: the kernel maps its pages
+//! only as keys land in them, and creating a shard's cleaner touches none of its budget.
+//! Forgetting every key rewrites the whole table, which at the default 32 MiB takes several
+//! milliseconds; [`KeyMap::clear_from`] does it in steps, so the cleaner can yield its shard
+//! between them.
+//!
 //! Owned by one cleaning pass on one shard; never crosses cores.
 
 use twox_hash::XxHash3_128;
@@ -20,15 +26,14 @@ use crate::types::Offset;
 /// Bytes per slot: a 128-bit key hash and an i64 offset.
 pub const SLOT_BYTES: usize = 24;
 
-/// One slot: the key hash split in two words, and the offset (`EMPTY` marks a free slot).
-#[derive(Clone, Copy)]
-struct Slot {
-    hash_hi: u64,
-    hash_lo: u64,
-    offset: i64,
-}
+/// One slot: the key hash split in two words, and the offset plus one (0 marks a free slot, so
+/// a zeroed allocation is an empty table).
+type Slot = [u64; 3];
 
-const EMPTY: i64 = -1;
+const EMPTY: u64 = 0;
+const HI: usize = 0;
+const LO: usize = 1;
+const OFFSET: usize = 2;
 
 /// A fixed-capacity map from key hash to the latest offset seen for that key.
 pub struct KeyMap {
@@ -52,14 +57,8 @@ impl KeyMap {
     pub fn with_budget(budget_bytes: usize) -> KeyMap {
         let n = Self::slots_for_budget(budget_bytes);
         KeyMap {
-            slots: vec![
-                Slot {
-                    hash_hi: 0,
-                    hash_lo: 0,
-                    offset: EMPTY,
-                };
-                n
-            ],
+            // All zero: allocated zeroed, mapped by the kernel page by page as slots are used.
+            slots: vec![[0u64; 3]; n],
             used: 0,
             limit: ((n as f64) * Self::MAX_LOAD) as usize,
             latest: -1,
@@ -97,11 +96,27 @@ impl KeyMap {
 
     /// Forgets every key, keeping the allocation.
     pub fn clear(&mut self) {
-        for s in &mut self.slots {
-            s.offset = EMPTY;
+        let mut at = Some(0);
+        while let Some(from) = at {
+            at = self.clear_from(from, usize::MAX);
+        }
+    }
+
+    /// One step of forgetting every key: frees up to `step` slots from `from` and returns where
+    /// the next step starts, or `None` once the map is empty. Until then the map must not be
+    /// used. A map that holds nothing is left as it is.
+    pub fn clear_from(&mut self, from: usize, step: usize) -> Option<usize> {
+        if self.used == 0 {
+            return None;
+        }
+        let end = from.saturating_add(step).min(self.slots.len());
+        self.slots[from..end].fill([0; 3]);
+        if end < self.slots.len() {
+            return Some(end);
         }
         self.used = 0;
         self.latest = -1;
+        None
     }
 
     /// Records `offset` as the latest for `key` (a later put for the same key wins). Returns
@@ -110,18 +125,15 @@ impl KeyMap {
         let (hi, lo) = hash(key);
         let i = self.probe(hi, lo);
         let slot = &mut self.slots[i];
-        if slot.offset == EMPTY {
+        let stored = offset.0 as u64 + 1;
+        if slot[OFFSET] == EMPTY {
             if self.used >= self.limit {
                 return false;
             }
             self.used += 1;
-            *slot = Slot {
-                hash_hi: hi,
-                hash_lo: lo,
-                offset: offset.0,
-            };
+            *slot = [hi, lo, stored];
         } else {
-            slot.offset = slot.offset.max(offset.0);
+            slot[OFFSET] = slot[OFFSET].max(stored);
         }
         self.latest = self.latest.max(offset.0);
         true
@@ -131,7 +143,7 @@ impl KeyMap {
     pub fn get(&self, key: &[u8]) -> Option<Offset> {
         let (hi, lo) = hash(key);
         let s = self.slots[self.probe(hi, lo)];
-        (s.offset != EMPTY).then_some(Offset(s.offset))
+        (s[OFFSET] != EMPTY).then_some(Offset(s[OFFSET] as i64 - 1))
     }
 
     /// The slot holding `(hi, lo)` or the free slot where it would go. The load limit keeps at
@@ -141,7 +153,7 @@ impl KeyMap {
         let mut i = (lo as usize) % n;
         loop {
             let s = &self.slots[i];
-            if s.offset == EMPTY || (s.hash_hi == hi && s.hash_lo == lo) {
+            if s[OFFSET] == EMPTY || (s[HI] == hi && s[LO] == lo) {
                 return i;
             }
             i += 1;
@@ -187,5 +199,31 @@ mod tests {
         m.clear();
         assert!(m.is_empty());
         assert_eq!(m.get(b"a"), None);
+        assert_eq!(m.latest_offset(), None);
+    }
+
+    #[test]
+    fn clearing_in_steps_forgets_every_key_and_offset_zero_is_a_key() {
+        let mut m = KeyMap::with_budget(1000 * SLOT_BYTES);
+        assert!(m.put(b"zero", Offset(0)));
+        assert_eq!(m.get(b"zero"), Some(Offset(0)));
+        for i in 0..800u32 {
+            assert!(m.put(&i.to_be_bytes(), Offset(1 + i64::from(i))));
+        }
+        let mut steps = 0;
+        let mut at = Some(0);
+        while let Some(from) = at {
+            at = m.clear_from(from, 64);
+            steps += 1;
+        }
+        assert_eq!(steps, 1000usize.div_ceil(64));
+        assert!(m.is_empty());
+        assert!((0..800u32).all(|i| m.get(&i.to_be_bytes()).is_none()));
+        assert_eq!(m.get(b"zero"), None);
+        // An empty map takes no step at all.
+        assert_eq!(m.clear_from(0, 64), None);
+        assert!(m.put(b"again", Offset(9)));
+        assert_eq!(m.get(b"again"), Some(Offset(9)));
+        assert_eq!(m.len(), 1);
     }
 }

@@ -72,6 +72,9 @@ const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 const _: () = assert!(READ_CHUNK_BYTES >= 2 * crate::limits::BATCH_HEADER_BYTES);
 
+/// Key-map slots freed between two chances to yield (768 KiB of the table).
+const CLEAR_STEP_SLOTS: usize = 32 * 1024;
+
 /// How long a round of a cleaner without a fixed I/O limit spreads its work over (see
 /// [`CleanerOptions::backlog_pace`]).
 pub const BACKLOG_PACE_DEFAULT: Duration = Duration::from_secs(60);
@@ -372,7 +375,7 @@ impl Cleaner {
             passes: 1,
             ..CleanerStats::default()
         };
-        self.map.clear();
+        self.clear_map().await;
         let truncations = p.truncations();
         let aborted = p.aborted_entries(None);
         let end = self.build_map(p, d, &aborted, &mut stats).await?;
@@ -414,6 +417,17 @@ impl Cleaner {
         store_checkpoint(p, end, truncations).await?;
         stats.busy_us = started.elapsed().as_micros() as u64;
         Ok((end, stats))
+    }
+
+    /// Empties the key map between passes, a slice of slots at a time: rewriting the whole
+    /// table at once would hold the shard for milliseconds.
+    async fn clear_map(&mut self) {
+        let mut pacer = Pacer::new(None, self.opts.pause.clone());
+        let mut at = Some(0);
+        while let Some(from) = at {
+            at = self.map.clear_from(from, CLEAR_STEP_SLOTS);
+            pacer.pace(0).await;
+        }
     }
 
     /// Puts the keys of the dirty range into the map, batch by batch, until the range ends or
