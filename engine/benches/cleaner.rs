@@ -12,7 +12,9 @@
 //!
 //! While it cleans, the cleaner is paused and resumed every 250 ms, and each probe append is
 //! counted as "cleaning" or "paused" by the state when it started (the first 25 ms after a
-//! pause begins are skipped: the cleaner's last request may still be on the device). The two
+//! pause begins are skipped: the cleaner's last request may still be on the device); the probe
+//! goes on for a second after the cleaner finished, counted as cleaning, while the replaced
+//! segments' blocks are freed. The two
 //! sets come from the same minute, so the device's drift over time (this virtual disk's
 //! latency moves by several times from minute to minute) does not decide the comparison; the
 //! ratio of their p99 is the figure the goal is about. The first measurement, alone before
@@ -129,6 +131,8 @@ pub struct CleanResult {
 
 /// How long the cleaner works, then rests, while the probe runs.
 const TOGGLE_EVERY: Duration = Duration::from_millis(250);
+/// How long the probe goes on after the cleaner finished.
+const AFTERMATH: Duration = Duration::from_secs(1);
 /// Appends starting this soon after a pause began count for neither set.
 const SETTLE: Duration = Duration::from_millis(25);
 
@@ -175,8 +179,9 @@ async fn probe(p: &Partition, limit: Duration, stop: Option<Rc<Cell<bool>>>) -> 
     out
 }
 
-/// Appends small batches to `p` until `stop` is set, sorting each latency by whether the
-/// cleaner was paused (`gate` set) when the append started; returns (paused, cleaning).
+/// Appends small batches to `p` until [`AFTERMATH`] after `stop` is set, sorting each latency
+/// by whether the cleaner was paused (`gate` set) when the append started; returns (paused,
+/// cleaning). The aftermath counts as cleaning: the replaced segments' files are freed then.
 async fn probe_tagged(
     p: &Partition,
     stop: Rc<Cell<bool>>,
@@ -190,7 +195,11 @@ async fn probe_tagged(
     }
     let batch = b.build().unwrap();
     let (mut paused, mut cleaning) = (Vec::new(), Vec::new());
-    while !stop.get() {
+    let mut stopped: Option<Instant> = None;
+    while stopped.is_none_or(|s| s.elapsed() < AFTERMATH) {
+        if stop.get() {
+            stopped.get_or_insert_with(Instant::now);
+        }
         let t = Instant::now();
         let was_paused = gate.get();
         let settled = t.duration_since(toggled.get()) >= SETTLE;

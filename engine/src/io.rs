@@ -199,6 +199,21 @@ pub enum AnyFile {
     Faulty(FaultyFile),
 }
 
+impl AnyFile {
+    /// A second, blocking descriptor of the same open file (`dup`), for work that must run off
+    /// the shard thread.
+    pub fn duplicate(&self) -> io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        let dma = match self {
+            AnyFile::Direct(f) => &f.file,
+            AnyFile::Faulty(f) => &f.inner.file,
+        };
+        // SAFETY: the descriptor belongs to `dma`, which stays open for this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(dma.as_raw_fd()) };
+        Ok(std::fs::File::from(fd.try_clone_to_owned()?))
+    }
+}
+
 impl LogFile for AnyFile {
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<usize> {
         match self {

@@ -1113,6 +1113,7 @@ impl Partition {
                 .map_err(|e| Error::io("truncate aborted-transaction index", &inner.dir, e))?;
             inner.check_invariants(&st);
         }
+        crate::segment::retire(later);
         inner.ctx.cache.invalidate_from(inner.cache_id, new_end);
         // The producer state is rebuilt as at open (snapshot at or below the new end, then a
         // replay): trimming it would not do, as a cut marker must reopen its transaction.
@@ -1288,6 +1289,8 @@ impl Partition {
             st.segments.insert(new.base(), new.clone());
             st.txns.replace_segments(&bases, first.base(), txn_entries);
         }
+        // Their files are removed or renamed over now.
+        crate::segment::retire(old.to_vec());
         inner
             .ctx
             .cache
@@ -1536,13 +1539,20 @@ impl Inner {
                 .cloned()
                 .collect()
         };
-        for s in &doomed {
-            s.remove_files()?;
+        let mut removed = Vec::with_capacity(doomed.len());
+        let mut result = Ok(());
+        for s in doomed {
+            if let Err(e) = s.remove_files() {
+                result = Err(e);
+                break;
+            }
             let mut st = self.st.borrow_mut();
             st.segments.remove(&s.base());
             st.txns.remove_segment(s.base());
+            removed.push(s);
         }
-        Ok(())
+        crate::segment::retire(removed);
+        result
     }
 
     fn background_flush_triggers(self: &Rc<Self>) {

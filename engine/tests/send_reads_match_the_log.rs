@@ -138,6 +138,7 @@ fn a_file_range_outlives_the_deletion_of_its_segment() {
         }
         let expected = read_all(&p, 0).await;
         p.close().await.unwrap();
+        drop(p);
         let ctx = ShardContext::default();
         let p = open(&root, &cfg, &ctx).await;
         let r = p.read_for_send(Offset(0), 1 << 20).await.unwrap();
@@ -149,6 +150,10 @@ fn a_file_range_outlives_the_deletion_of_its_segment() {
         // Retention (here DeleteRecords) removes the segment while the range is in flight.
         p.delete_records(Offset(40)).await.unwrap();
         assert!(!first_segment.exists());
+        // The removed segment's blocks are freed off the shard once nothing holds it; the
+        // send in flight holds it, so its range still reads whole however long it takes.
+        glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(open_descriptors_of(&first_segment) > 0);
         let bytes = bytes_of(&r);
         assert_eq!(bytes[..], expected[..bytes.len()]);
         check_ends(&r, &bytes);
@@ -160,7 +165,28 @@ fn a_file_range_outlives_the_deletion_of_its_segment() {
                 .kafka_code(),
             1
         );
+        // Once the send is done, the removed file's descriptors are closed (its blocks freed).
+        drop(r);
+        let t = std::time::Instant::now();
+        while open_descriptors_of(&first_segment) > 0 {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "the removed segment is still open"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
     });
+}
+
+/// Descriptors this process holds of the removed file `path` (`/proc/self/fd` names it
+/// "`path` (deleted)").
+fn open_descriptors_of(path: &std::path::Path) -> usize {
+    let gone = format!("{} (deleted)", path.display());
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy() == gone)
+        .count()
 }
 
 #[test]
