@@ -1056,6 +1056,7 @@ mod tests {
                 partitions: 1,
                 bytes: 4096,
             },
+            cleaner_io_rate: 8 << 20,
         }
     }
 
@@ -1088,6 +1089,9 @@ mod tests {
         assert!(has("sluice_fsync_duration_seconds_count{shard=\"0\"} 0"));
         assert!(has("sluice_cleaner_uncleanable_partitions{shard=\"1\"} 1"));
         assert!(has("sluice_cleaner_uncleanable_bytes{shard=\"0\"} 4096"));
+        assert!(has(
+            "sluice_cleaner_io_rate_bytes_per_second{shard=\"1\"} 8388608"
+        ));
         // Every family is announced exactly once, before its samples.
         let mut seen = std::collections::HashSet::new();
         for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
