@@ -313,7 +313,8 @@ impl Cleaner {
         let started = Instant::now();
         let mut round = CleanerStats::default();
         for (_, p) in due {
-            match self.clean_at_rate(&p, now_ms).await {
+            // Measured again: the round's earlier partitions may have taken minutes.
+            match self.clean_at_rate(&p, now_ms, None).await {
                 Ok(s) => {
                     tracing::info!(tp = %p.topic_partition(), passes = s.passes, read = s.bytes_read, written = s.bytes_written, "log cleaned");
                     round.add(&s);
@@ -336,17 +337,29 @@ impl Cleaner {
     /// the map at once), paced by its own backlog as a round of `p` alone would be. Runs on the
     /// partition's home shard.
     pub async fn clean(&mut self, p: &Partition, now_ms: i64) -> Result<CleanerStats> {
-        let backlog = dirtiness(p, now_ms).await?.map_or(0, |d| d.io_estimate());
+        let d = dirtiness(p, now_ms).await?;
+        let backlog = d.as_ref().map_or(0, Dirtiness::io_estimate);
         self.rate = io_rate(backlog, self.opts.backlog_pace, self.opts.io_bytes_per_sec);
-        self.clean_at_rate(p, now_ms).await
+        self.clean_at_rate(p, now_ms, d).await
     }
 
-    /// [`Cleaner::clean`] at the rate already chosen.
-    async fn clean_at_rate(&mut self, p: &Partition, now_ms: i64) -> Result<CleanerStats> {
+    /// [`Cleaner::clean`] at the rate already chosen. `first` is the log's dirtiness measured
+    /// just before, if it was; every later pass measures it again.
+    async fn clean_at_rate(
+        &mut self,
+        p: &Partition,
+        now_ms: i64,
+        first: Option<Dirtiness>,
+    ) -> Result<CleanerStats> {
         let mut total = CleanerStats::default();
+        let mut measured = first;
         loop {
-            let Some(d) = dirtiness(p, now_ms).await? else {
-                break;
+            let d = match measured.take() {
+                Some(d) => d,
+                None => match dirtiness(p, now_ms).await? {
+                    Some(d) => d,
+                    None => break,
+                },
             };
             if d.dirty_bytes == 0 || d.first_dirty >= d.first_uncleanable {
                 break;
