@@ -104,6 +104,21 @@ async fn visible(p: &Partition) -> Vec<Rec> {
         .collect()
 }
 
+/// Cleans `p` with a fresh default cleaner, checks the log against the model and returns what
+/// it shows.
+async fn clean_and_check(
+    p: &Partition,
+    appended: &BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<Rec> {
+    Cleaner::new(CleanerOptions::default())
+        .clean(p, now_ms())
+        .await
+        .unwrap();
+    let vis = visible(p).await;
+    check(&vis, appended);
+    vis
+}
+
 /// The checks against the model (`appended`: every record ever appended, by offset).
 fn check(vis: &[Rec], appended: &BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>) {
     let mut latest: BTreeMap<&[u8], i64> = BTreeMap::new();
@@ -294,11 +309,7 @@ fn a_crash_at_each_swap_step_leaves_old_or_new_segments() {
                 .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
                 .collect();
             assert!(leftovers.is_empty(), "{step:?}: {leftovers:?}");
-            Cleaner::new(CleanerOptions::default())
-                .clean(&p, now_ms())
-                .await
-                .unwrap();
-            check(&visible(&p).await, &appended);
+            clean_and_check(&p, &appended).await;
             p.close().await.unwrap();
         });
     }
@@ -513,12 +524,7 @@ fn delete_records_and_appends_during_a_swap_wait_for_it() {
             appended.insert(base + i as i64, (key(*k), v.map(value)));
         }
         appended.retain(|o, _| *o >= cut.0);
-        Cleaner::new(CleanerOptions::default())
-            .clean(&p, now_ms())
-            .await
-            .unwrap();
-        let vis = visible(&p).await;
-        check(&vis, &appended);
+        let vis = clean_and_check(&p, &appended).await;
         p.close().await.unwrap();
         let p = open(&root, &cfg, &ctx).await;
         assert!(visible(&p).await == vis, "the log reopens as it was");
@@ -560,11 +566,7 @@ fn a_truncation_during_a_pass_keeps_the_checkpoint_below_it() {
         appended.retain(|o, _| *o < end.0);
         // What is appended again there is dirty, and cleaned.
         eight_keys_per_round(&p, 100..130, |_| 0, &mut appended).await;
-        Cleaner::new(CleanerOptions::default())
-            .clean(&p, now_ms())
-            .await
-            .unwrap();
-        check(&visible(&p).await, &appended);
+        clean_and_check(&p, &appended).await;
         p.close().await.unwrap();
     });
 }
