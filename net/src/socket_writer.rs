@@ -316,8 +316,9 @@ fn ring() -> io::Result<Rc<Ring>> {
 /// Sets how many kernel workers may run this thread's blocking io_uring work at once (the
 /// "bounded" io-wq workers: regular file I/O that cannot complete without blocking, such as
 /// every O_DIRECT write that extends a file on ext4). The limit belongs to the thread, so it
-/// covers glommio's rings as well as this module's; Linux's default is four per CPU. Returns
-/// the previous limit.
+/// covers glommio's rings as well as this module's; the kernel's default follows the CPUs the
+/// thread may run on (two for a shard pinned to one core on the development VM). Returns the
+/// previous limit.
 pub fn set_blocking_io_workers(max: u32) -> io::Result<u32> {
     let ring = ring()?;
     let mut limits = [max, 0];
