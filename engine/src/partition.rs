@@ -35,6 +35,7 @@ use crate::batch_cache::{BatchCache, CachedBatch};
 use crate::config::{LogConfig, MessageTimestampType, FLUSH_OFF};
 use crate::durability::{Durability, FlushTarget, ShardFlusher};
 use crate::error::{Error, InvalidRecord, Result};
+use crate::histogram::LatencyHistogram;
 use crate::io::{align_down, IoBackend, LogFile};
 use crate::limits::{BATCH_CACHE_BYTES_DEFAULT, BATCH_HEADER_BYTES};
 use crate::order::{AppendOrder, Ticket};
@@ -61,6 +62,9 @@ pub struct ShardContext {
     pub flusher: Rc<ShardFlusher>,
     pub cache: Rc<BatchCache>,
     pub io: IoBackend,
+    /// How long each write of an active segment took, from submission to the writer seeing it
+    /// complete: what an acks=1 append waits for, beyond the wait for the write before it.
+    pub write_latency: Rc<LatencyHistogram>,
 }
 
 impl Default for ShardContext {
@@ -69,6 +73,7 @@ impl Default for ShardContext {
             flusher: ShardFlusher::new(),
             cache: BatchCache::new(BATCH_CACHE_BYTES_DEFAULT),
             io: IoBackend::Direct,
+            write_latency: Rc::new(LatencyHistogram::new()),
         }
     }
 }
@@ -328,7 +333,13 @@ impl Partition {
             .map_err(|e| Error::io("read aborted-transaction index", &dir, e))?;
         txns.rebuild_from(replayed_from, aborted)
             .map_err(|e| Error::io("rebuild aborted-transaction index", &dir, e))?;
-        let writer = SegmentWriter::new(last.clone(), end, tail_bytes, next_offset);
+        let writer = SegmentWriter::new(
+            last.clone(),
+            end,
+            tail_bytes,
+            next_offset,
+            ctx.write_latency.clone(),
+        );
         let cache_id = ctx.cache.register();
         let report = OpenReport {
             segments: segments.len(),
@@ -1089,7 +1100,13 @@ impl Partition {
         }
         .store(&inner.dir)?;
         let tail = read_tail(&seg, cut).await?;
-        let writer = SegmentWriter::new(seg.clone(), cut, tail, new_end);
+        let writer = SegmentWriter::new(
+            seg.clone(),
+            cut,
+            tail,
+            new_end,
+            inner.ctx.write_latency.clone(),
+        );
         // Cutting the batch that holds the log start moves the start back to the new end, and
         // the checkpoint must say so before later appends grow the log past the old start.
         if new_end < log_start {
@@ -1484,7 +1501,13 @@ impl Inner {
         self.snapshot_producers(base)?;
         let fresh = Rc::new(Segment::open(&self.dir, base, &self.ctx.io, true).await?);
         sync_dir(&self.dir)?;
-        let writer = SegmentWriter::new(fresh.clone(), 0, Vec::new(), base);
+        let writer = SegmentWriter::new(
+            fresh.clone(),
+            0,
+            Vec::new(),
+            base,
+            self.ctx.write_latency.clone(),
+        );
         RecoveryPoint {
             segment_base: base,
             pos: FilePos(0),

@@ -18,10 +18,12 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::io::DmaBuffer;
 
 use crate::durability::Waiters;
+use crate::histogram::LatencyHistogram;
 use crate::io::{align_down, align_up, LogFile};
 use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX, WRITE_CHUNK_BYTES};
 use crate::segment::Segment;
@@ -32,6 +34,8 @@ pub struct SegmentWriter {
     seg: Rc<Segment>,
     st: RefCell<WriterState>,
     waiters: Waiters,
+    /// The shard's histogram of write latencies (shared by every writer of the shard).
+    write_latency: Rc<LatencyHistogram>,
 }
 
 struct WriterState {
@@ -67,8 +71,15 @@ struct WriterState {
 
 impl SegmentWriter {
     /// A writer appending at `end` of `seg`; `tail` holds the file's bytes in
-    /// `[align_down(end), end)` and `next_offset` is the offset of the next batch.
-    pub fn new(seg: Rc<Segment>, end: u64, tail: Vec<u8>, next_offset: Offset) -> Rc<Self> {
+    /// `[align_down(end), end)` and `next_offset` is the offset of the next batch. Each write's
+    /// latency is recorded in `write_latency`.
+    pub fn new(
+        seg: Rc<Segment>,
+        end: u64,
+        tail: Vec<u8>,
+        next_offset: Offset,
+        write_latency: Rc<LatencyHistogram>,
+    ) -> Rc<Self> {
         debug_assert_eq!(tail.len() as u64, end - align_down(end));
         Rc::new(SegmentWriter {
             seg,
@@ -89,6 +100,7 @@ impl SegmentWriter {
                 writes: 0,
             }),
             waiters: Waiters::default(),
+            write_latency,
         })
     }
 
@@ -273,7 +285,9 @@ impl SegmentWriter {
                 self.waiters.wake_all();
                 return;
             };
+            let started = Instant::now();
             let result = self.seg.file().write_at(Rc::new(buf), pos).await;
+            self.write_latency.observe(started.elapsed());
             {
                 let mut st = self.st.borrow_mut();
                 match result {

@@ -250,7 +250,13 @@ fn the_written_mark_never_falls_inside_a_batch() {
                     .await
                     .unwrap(),
             );
-            let writer = SegmentWriter::new(seg.clone(), 0, Vec::new(), Offset(0));
+            let writer = SegmentWriter::new(
+                seg.clone(),
+                0,
+                Vec::new(),
+                Offset(0),
+                ctx.write_latency.clone(),
+            );
             plan.writes_before_fault.set(failing_writes);
             plan.write_fault.set(Some(WriteFault::Eio));
             writer.append(&[&small], Offset(1));

@@ -64,6 +64,7 @@ def check_histograms(s):
     histograms = [name for name, kind in s.types.items() if kind == "histogram"]
     assert "sluice_request_duration_seconds" in histograms
     assert "sluice_fsync_duration_seconds" in histograms
+    assert "sluice_log_write_duration_seconds" in histograms
     for name in histograms:
         by_series = {}
         for labels, v in s.series(name + "_bucket").items():
@@ -106,6 +107,9 @@ def test_counters_move_by_what_confluent_kafka_produced_and_fetched(broker):
     def moved(after, earlier, name, **labels):
         return after.value(name, **labels) - earlier.value(name, **labels)
 
+    def moved_total(after, earlier, name):
+        return after.total(name) - earlier.total(name)
+
     assert moved(produced, created, "sluice_requests_total", api="Produce") == len(values)
     assert moved(
         produced, created, "sluice_request_duration_seconds_count", api="Produce"
@@ -123,6 +127,10 @@ def test_counters_move_by_what_confluent_kafka_produced_and_fetched(broker):
     # acks=all waited for group-committed fdatasyncs, which were timed.
     assert produced.total("sluice_fsync_duration_seconds_count") >= 1
     assert produced.total("sluice_flush_rounds_total") >= 1
+    # Each record was flushed before the next was sent, so each needed at least one segment
+    # write of its own, and every write was timed.
+    assert moved_total(produced, created, "sluice_log_write_duration_seconds_count") >= len(values)
+    assert moved_total(produced, created, "sluice_log_write_duration_seconds_sum") > 0
 
     messages = ck_consume(broker, "metered", len(values), partitions=(1,))
     assert [m.value() for m in messages] == values

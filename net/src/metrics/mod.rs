@@ -312,6 +312,7 @@ impl ShardMetrics {
             task_time: self.task_time.get(),
             tasks: self.tasks.get(),
             flush: engine.flusher.stats(),
+            write_latency: engine.write_latency.snapshot(),
             cache_hits,
             cache_misses,
             cache_bytes: engine.cache.bytes() as u64,
@@ -475,6 +476,8 @@ pub struct ShardSnapshot {
     pub task_time: Duration,
     pub tasks: u64,
     pub flush: FlushStats,
+    /// Latencies of the writes of active segments (the engine's `ShardContext::write_latency`).
+    pub write_latency: HistogramSnapshot,
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
@@ -751,6 +754,19 @@ fn render_shards(e: &mut Exposition, shards: &[ShardSnapshot]) {
             &s.flush.flush_latency,
         );
     }
+    e.family(
+        "sluice_log_write_duration_seconds",
+        Kind::Histogram,
+        "Time of one write of an active segment, from submission to completion (acks=1 \
+         waits for the write that carries its batch, and for the one in flight before it).",
+    );
+    for (s, id) in shards.iter().zip(&ids) {
+        e.histogram(
+            "sluice_log_write_duration_seconds",
+            &[("shard", id)],
+            &s.write_latency,
+        );
+    }
     each(
         e,
         "sluice_flush_rounds_total",
@@ -1016,6 +1032,16 @@ mod tests {
         assert!(parts.get(&TopicPartition::new("t", 0)).is_none());
     }
 
+    /// `shard + 1` writes of at most 250 µs and one of over 10 s.
+    fn write_latency(shard: u32) -> HistogramSnapshot {
+        let h = LatencyHistogram::new();
+        for _ in 0..=shard {
+            h.observe(Duration::from_micros(200));
+        }
+        h.observe(Duration::from_secs(11));
+        h.snapshot()
+    }
+
     fn snapshot(shard: u32, produced: u64, requests: u64) -> ShardSnapshot {
         let mut latency = HistogramSnapshot::default();
         latency.counts[0] = requests;
@@ -1046,6 +1072,7 @@ mod tests {
             task_time: Duration::from_millis(500),
             tasks: 10,
             flush: FlushStats::default(),
+            write_latency: write_latency(shard),
             cache_hits: 4,
             cache_misses: 1,
             cache_bytes: 0,
@@ -1087,6 +1114,19 @@ mod tests {
         assert!(has("sluice_shard_busy_seconds_total{shard=\"1\"} 1.5"));
         assert!(has("sluice_batch_cache_hits_total{shard=\"0\"} 4"));
         assert!(has("sluice_fsync_duration_seconds_count{shard=\"0\"} 0"));
+        // Write latency, per shard: cumulative buckets, and the outlier only in +Inf.
+        assert!(has(
+            "sluice_log_write_duration_seconds_bucket{shard=\"1\",le=\"0.00025\"} 2"
+        ));
+        assert!(has(
+            "sluice_log_write_duration_seconds_bucket{shard=\"1\",le=\"10\"} 2"
+        ));
+        assert!(has(
+            "sluice_log_write_duration_seconds_bucket{shard=\"1\",le=\"+Inf\"} 3"
+        ));
+        assert!(has(
+            "sluice_log_write_duration_seconds_count{shard=\"0\"} 2"
+        ));
         assert!(has("sluice_cleaner_uncleanable_partitions{shard=\"1\"} 1"));
         assert!(has("sluice_cleaner_uncleanable_bytes{shard=\"0\"} 4096"));
         assert!(has(
