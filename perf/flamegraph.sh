@@ -33,16 +33,17 @@ perf script -i "$PERF_TMP/perf.data" 2>/dev/null | inferno-collapse-perf >"$PERF
 inferno-flamegraph --title "sluice broker: $WORKLOAD ($(git rev-parse --short HEAD 2>/dev/null))" \
     <"$PERF_TMP/folded" >"$OUT"
 # The hottest functions, self (leaf) and total (anywhere on the stack), for a first reading
-# without opening the SVG.
+# without opening the SVG. `sed -n 1,Np` rather than `head -N`: head exits early, sort then
+# dies of SIGPIPE, and with pipefail that ended the script before it said where it wrote.
 {
     echo "self time (leaf frames)"
     awk '{n=$NF; $NF=""; k=split($0, f, ";"); leaf=f[k]; sub(/ +$/, "", leaf); s[leaf]+=n; t+=n}
-         END{for (l in s) printf "%6.2f%%  %s\n", 100*s[l]/t, l}' "$PERF_TMP/folded" | sort -rn | head -25
+         END{for (l in s) printf "%6.2f%%  %s\n", 100*s[l]/t, l}' "$PERF_TMP/folded" | sort -rn | sed -n 1,25p
     echo
     echo "total time (frames anywhere on the stack)"
     awk '{n=$NF; $NF=""; sub(/ +$/, ""); k=split($0, f, ";"); delete seen
           for (i=1; i<=k; i++) if (!(f[i] in seen)) {seen[f[i]]=1; s[f[i]]+=n}; t+=n}
-         END{for (l in s) printf "%6.2f%%  %s\n", 100*s[l]/t, l}' "$PERF_TMP/folded" | sort -rn | head -60
+         END{for (l in s) printf "%6.2f%%  %s\n", 100*s[l]/t, l}' "$PERF_TMP/folded" | sort -rn | sed -n 1,60p
 } >"${OUT%.svg}.top.txt"
 cp "$PERF_TMP/folded" "target/perf-$WORKLOAD.folded"
 echo "perf: wrote $OUT (hottest functions in ${OUT%.svg}.top.txt)"
