@@ -20,8 +20,9 @@ pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Default `max.message.bytes` (Kafka's default: 1 MiB + the 12-byte log overhead).
 pub const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
 
-/// Capacity of a segment's write buffer when allocated from idle (larger when the append that
-/// allocates it is larger, up to [`WRITE_CHUNK_BYTES`]). It is released after its write.
+/// Capacity of a segment's write buffer when allocated while a write is in flight (larger when
+/// the append that allocates it is larger, up to [`WRITE_CHUNK_BYTES`]); from idle it is the
+/// size of the append. It is released after its write.
 pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Largest write buffer, and so largest DMA write. When a buffer fills while a write is in

@@ -4,7 +4,10 @@
 //! Appends copy bytes into the active buffer synchronously (so offsets and file order follow
 //! call order) and return the logical end position. A buffer that fills up is queued whole and
 //! the append continues in a new one (twice as large, up to [`WRITE_CHUNK_BYTES`]), so no byte
-//! is copied twice however much arrives while a write is in flight. A detached writer task,
+//! is copied twice however much arrives while a write is in flight. (A buffer started while
+//! the partition is idle is sized for its append, so ten thousand partitions taking small
+//! appends do not each hold a 256 KiB buffer; if more appends join it before its write starts,
+//! it grows by copying, at most once and less than [`WRITE_BUFFER_BYTES`].) A detached writer task,
 //! started when data is pending and no write is in flight, writes the queued buffers in file
 //! order, then the active one as whole sectors starting at the sector that holds the first
 //! unwritten byte: the partial last sector is rewritten as data arrives, so the file is one
@@ -25,7 +28,9 @@ use glommio::io::DmaBuffer;
 use crate::durability::Waiters;
 use crate::histogram::LatencyHistogram;
 use crate::io::{align_down, align_up, LogFile};
-use crate::limits::{WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX, WRITE_CHUNK_BYTES};
+use crate::limits::{
+    SECTOR_BYTES, WRITE_BUFFER_BYTES, WRITE_BUFFER_PENDING_BYTES_MAX, WRITE_CHUNK_BYTES,
+};
 use crate::segment::Segment;
 use crate::types::Offset;
 
@@ -117,7 +122,17 @@ impl SegmentWriter {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if st.buf.is_none() {
             let t = st.tail.len();
-            let cap = align_up((t + total).clamp(WRITE_BUFFER_BYTES, WRITE_CHUNK_BYTES) as u64);
+            // While a write is in flight, more appends will likely join this buffer before it
+            // is written, so it starts large. From idle it is sized for this append (and
+            // grows if others join it before its write starts, below): with many partitions
+            // each taking small appends, a 256 KiB buffer per append left the heap fragmented
+            // (10,000 partitions: 600 MiB of RSS beyond the batch cache, against 280 MiB).
+            let least = if st.in_flight {
+                WRITE_BUFFER_BYTES
+            } else {
+                SECTOR_BYTES as usize
+            };
+            let cap = align_up((t + total).clamp(least, WRITE_CHUNK_BYTES) as u64);
             let mut b = alloc_buffer(cap as usize);
             b.as_bytes_mut()[..t].copy_from_slice(&st.tail);
             st.tail = Vec::new();
@@ -130,6 +145,24 @@ impl SegmentWriter {
             let mut rest: &[u8] = p;
             while !rest.is_empty() {
                 let cap = st.buf.as_ref().map_or(0, DmaBuffer::len);
+                if st.buf_len == cap && cap < WRITE_BUFFER_BYTES {
+                    // A small buffer started from idle, not yet taken by the writer: grow it
+                    // (copying less than `WRITE_BUFFER_BYTES`, once) rather than write it on
+                    // its own, so what arrives together still goes out in one write.
+                    let grown = align_up(
+                        (2 * cap)
+                            .max(st.buf_len + left)
+                            .clamp(WRITE_BUFFER_BYTES, WRITE_CHUNK_BYTES)
+                            as u64,
+                    );
+                    let mut b = alloc_buffer(grown as usize);
+                    if let Some(old) = st.buf.as_ref() {
+                        b.as_bytes_mut()[..st.buf_len]
+                            .copy_from_slice(&old.as_bytes()[..st.buf_len]);
+                    }
+                    st.buf = Some(b);
+                    continue;
+                }
                 if st.buf_len == cap {
                     // Full (it starts and ends on sector boundaries): queue it whole and go on
                     // in a larger one.
