@@ -159,6 +159,25 @@ def test_counters_move_by_what_confluent_kafka_produced_and_fetched(broker):
             assert v >= created.samples.get((name, labels), 0), (name, labels)
     check_histograms(fetched)
 
+    # The process collector's figures, under the names Prometheus client libraries use, checked
+    # against what /proc says of the broker process right after the scrape.
+    pid = broker.proc.pid
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    rss = int(status["VmRSS"].split()[0]) * 1024
+    assert fetched.types.get("process_cpu_seconds") == "counter"
+    assert fetched.value("process_cpu_seconds_total") > 0
+    open_fds = fetched.value("process_open_fds")
+    assert abs(open_fds - fds) <= 8, (open_fds, fds)
+    assert fetched.value("process_max_fds") >= fds
+    resident = fetched.value("process_resident_memory_bytes")
+    assert 0.5 * rss < resident < 2 * rss, (resident, rss)
+    assert resident >= fetched.total("sluice_batch_cache_bytes")
+    assert fetched.value("process_virtual_memory_bytes") >= resident
+    assert time.time() - 3600 < fetched.value("process_start_time_seconds") <= time.time()
+
 
 def test_a_long_poll_is_parked_and_ready_turns_503_at_shutdown():
     with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:

@@ -198,7 +198,14 @@ async fn respond(
 async fn metrics(ctx: &Rc<BrokerCtx>) -> Response<Full<Bytes>> {
     match crate::metrics::gather(ctx, SHARD_ANSWER_TIMEOUT).await {
         Ok(shards) => {
-            let body = crate::metrics::render(&shards);
+            // Off the shard: listing the descriptors of many partitions' files takes a while.
+            let process = glommio::executor()
+                .spawn_blocking(crate::metrics::process::read)
+                .await;
+            if let Err(e) = &process {
+                tracing::debug!(error = %e, "cannot read the process figures");
+            }
+            let body = crate::metrics::render(&shards, process.as_ref().ok());
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,

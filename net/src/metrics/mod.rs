@@ -23,6 +23,7 @@
 //! read on the request path.
 
 pub mod exposition;
+pub mod process;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -526,9 +527,10 @@ pub async fn gather(
         .collect()
 }
 
-/// Renders the shards' snapshots as one Prometheus text exposition. Request and partition
-/// figures are summed over shards; per-core resources keep a `shard` label.
-pub fn render(shards: &[ShardSnapshot]) -> String {
+/// Renders the shards' snapshots (and the process's figures, when they could be read) as one
+/// Prometheus text exposition. Request and partition figures are summed over shards; per-core
+/// resources keep a `shard` label.
+pub fn render(shards: &[ShardSnapshot], process: Option<&process::ProcessStats>) -> String {
     let mut e = Exposition::new();
     e.family(
         "sluice_build_info",
@@ -550,7 +552,56 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     render_partitions(&mut e, shards);
     render_shards(&mut e, shards);
     render_cleaner(&mut e, shards);
+    if let Some(p) = process {
+        render_process(&mut e, p);
+    }
     e.finish()
+}
+
+/// The process collector's families, as Prometheus client libraries name them.
+fn render_process(e: &mut Exposition, p: &process::ProcessStats) {
+    let gauges: [(&str, Kind, &str, f64); 6] = [
+        (
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            Kind::Gauge,
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            Kind::Gauge,
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            Kind::Gauge,
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        e.family(name, kind, help);
+        e.sample_f64(name, &[], value);
+    }
 }
 
 /// Per-API figures summed over shards. Every served API has series from the start, so that
@@ -1089,8 +1140,27 @@ mod tests {
 
     #[test]
     fn rendering_sums_request_and_partition_figures_over_shards() {
-        let text = render(&[snapshot(0, 100, 2), snapshot(1, 50, 3)]);
+        let process = process::ProcessStats {
+            cpu_seconds: 1.5,
+            resident_bytes: 8 << 20,
+            virtual_bytes: 16 << 20,
+            open_fds: 42,
+            max_fds: 1024,
+            start_time_seconds: 1_795_300_000.5,
+        };
+        let text = render(&[snapshot(0, 100, 2), snapshot(1, 50, 3)], Some(&process));
         let has = |line: &str| text.lines().any(|l| l == line);
+        // The process collector's names, as client libraries export them.
+        assert!(has("# TYPE process_cpu_seconds_total counter"), "{text}");
+        assert!(has("process_cpu_seconds_total 1.5"), "{text}");
+        assert!(has("process_resident_memory_bytes 8388608"), "{text}");
+        assert!(has("process_virtual_memory_bytes 16777216"), "{text}");
+        assert!(has("process_open_fds 42"), "{text}");
+        assert!(has("process_max_fds 1024"), "{text}");
+        assert!(has("process_start_time_seconds 1795300000.5"), "{text}");
+        // Without them (unreadable), the families are left out rather than zero.
+        let without = render(&[snapshot(0, 100, 2)], None);
+        assert!(!without.contains("process_"), "{without}");
         assert!(has("sluice_shards 2"), "{text}");
         assert!(has("sluice_requests_total{api=\"Produce\"} 5"), "{text}");
         assert!(has("sluice_requests_in_flight{api=\"Produce\"} 2"));
