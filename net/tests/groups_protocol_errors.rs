@@ -16,6 +16,7 @@ use sluice_net::errors;
 use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use sluice_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use sluice_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
 use sluice_protocol::messages::heartbeat_request::HeartbeatRequest;
 use sluice_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use sluice_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
@@ -157,29 +158,15 @@ fn group_apis_answer_with_precise_error_codes() {
     assert_eq!(created.topics[0].error_code, errors::NONE);
 
     // FindCoordinator: this broker for groups; transaction coordinators do not exist yet.
-    // Right after start-up the shards may still be loading their groups (retriable errors,
-    // as clients treat them).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let found = loop {
-        let Response::FindCoordinator(found) = c.call(
-            4,
-            Request::FindCoordinator(FindCoordinatorRequest {
-                key_type: 0,
-                coordinator_keys: vec!["g".into(), "h".into()],
-                ..FindCoordinatorRequest::default()
-            }),
-        ) else {
-            panic!()
-        };
-        let loading = found.coordinators.iter().any(|k| {
-            k.error_code == errors::COORDINATOR_LOAD_IN_PROGRESS
-                || k.error_code == errors::COORDINATOR_NOT_AVAILABLE
-        });
-        if !loading || std::time::Instant::now() > deadline {
-            break found;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let found = find_coordinator_once_loaded(
+        &mut c,
+        4,
+        FindCoordinatorRequest {
+            key_type: 0,
+            coordinator_keys: vec!["g".into(), "h".into()],
+            ..FindCoordinatorRequest::default()
+        },
+    );
     assert!(found
         .coordinators
         .iter()
@@ -320,6 +307,34 @@ fn group_apis_answer_with_precise_error_codes() {
     assert_eq!(c.delete_group("g"), errors::GROUP_ID_NOT_FOUND);
 }
 
+/// FindCoordinator at `version`, asked again while any answer says the coordinator is still
+/// loading (COORDINATOR_LOAD_IN_PROGRESS or COORDINATOR_NOT_AVAILABLE: retriable, and clients
+/// retry them) for up to 10 s. Right after start-up the shards may still be loading their
+/// groups; the first version-by-version test failed on that once.
+fn find_coordinator_once_loaded(
+    c: &mut Client,
+    version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let loading = |code: i16| {
+        code == errors::COORDINATOR_LOAD_IN_PROGRESS || code == errors::COORDINATOR_NOT_AVAILABLE
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Response::FindCoordinator(found) =
+            c.call(version, Request::FindCoordinator(request.clone()))
+        else {
+            panic!()
+        };
+        let still_loading =
+            loading(found.error_code) || found.coordinators.iter().any(|k| loading(k.error_code));
+        if !still_loading || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One group's whole life at every version of every group API the broker advertises: the
 /// answers must decode at that version and carry the expected codes.
 #[test]
@@ -353,9 +368,10 @@ fn group_apis_answer_at_every_advertised_version() {
         let group = format!("every-{v}");
         let at = |key: ApiKey| v.min(top(key));
         let find_v = at(ApiKey::FindCoordinator);
-        let Response::FindCoordinator(found) = c.call(
+        let found = find_coordinator_once_loaded(
+            &mut c,
             find_v,
-            Request::FindCoordinator(if find_v >= 4 {
+            if find_v >= 4 {
                 FindCoordinatorRequest {
                     coordinator_keys: vec![group.clone()],
                     ..FindCoordinatorRequest::default()
@@ -365,10 +381,8 @@ fn group_apis_answer_at_every_advertised_version() {
                     key: group.clone(),
                     ..FindCoordinatorRequest::default()
                 }
-            }),
-        ) else {
-            panic!()
-        };
+            },
+        );
         assert_eq!(found.error_code, errors::NONE);
         assert!(found
             .coordinators
