@@ -560,7 +560,7 @@ pub fn render(shards: &[ShardSnapshot], process: Option<&process::ProcessStats>)
 
 /// The process collector's families, as Prometheus client libraries name them.
 fn render_process(e: &mut Exposition, p: &process::ProcessStats) {
-    let gauges: [(&str, Kind, &str, f64); 6] = [
+    let families: [(&str, Kind, &str, f64); 6] = [
         (
             "process_cpu_seconds_total",
             Kind::Counter,
@@ -598,7 +598,7 @@ fn render_process(e: &mut Exposition, p: &process::ProcessStats) {
             p.start_time_seconds,
         ),
     ];
-    for (name, kind, help, value) in gauges {
+    for (name, kind, help, value) in families {
         e.family(name, kind, help);
         e.sample_f64(name, &[], value);
     }
@@ -792,32 +792,30 @@ fn render_shards(e: &mut Exposition, shards: &[ShardSnapshot]) {
         "Online partitions whose home is the shard.",
         &|s| s.partitions_online,
     );
-    e.family(
+    let each_histogram =
+        |e: &mut Exposition,
+         family: &str,
+         help: &str,
+         f: &dyn Fn(&ShardSnapshot) -> &HistogramSnapshot| {
+            e.family(family, Kind::Histogram, help);
+            for (s, id) in shards.iter().zip(&ids) {
+                e.histogram(family, &[("shard", id)], f(s));
+            }
+        };
+    each_histogram(
+        e,
         "sluice_fsync_duration_seconds",
-        Kind::Histogram,
         "Time to make one partition durable in a group-commit round (its last buffered write \
          plus fdatasync).",
+        &|s| &s.flush.flush_latency,
     );
-    for (s, id) in shards.iter().zip(&ids) {
-        e.histogram(
-            "sluice_fsync_duration_seconds",
-            &[("shard", id)],
-            &s.flush.flush_latency,
-        );
-    }
-    e.family(
+    each_histogram(
+        e,
         "sluice_log_write_duration_seconds",
-        Kind::Histogram,
         "Time of one write of an active segment, from submission to completion (acks=1 \
          waits for the write that carries its batch, and for the one in flight before it).",
+        &|s| &s.write_latency,
     );
-    for (s, id) in shards.iter().zip(&ids) {
-        e.histogram(
-            "sluice_log_write_duration_seconds",
-            &[("shard", id)],
-            &s.write_latency,
-        );
-    }
     each(
         e,
         "sluice_flush_rounds_total",
