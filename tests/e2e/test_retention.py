@@ -41,12 +41,20 @@ def _watermarks(bootstrap, topic):
         c.close()
 
 
-def _wait_for_low(bootstrap, topic, predicate, timeout=15):
+def _wait_for_low(bootstrap, topic, predicate, timeout=15, settle=1.0):
+    """The log start offset once it satisfies `predicate` and has stayed put for `settle`
+    seconds (five retention checks): a check that ran while the producer was still appending
+    can already satisfy the predicate, and the next check then deletes more."""
     deadline = time.time() + timeout
     low, high = _watermarks(bootstrap, topic)
-    while not predicate(low) and time.time() < deadline:
+    since = time.time()
+    while time.time() < deadline:
+        if predicate(low) and time.time() - since >= settle:
+            break
         time.sleep(0.2)
-        low, high = _watermarks(bootstrap, topic)
+        now_low, high = _watermarks(bootstrap, topic)
+        if now_low != low:
+            low, since = now_low, time.time()
     return low, high
 
 
