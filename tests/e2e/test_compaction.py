@@ -358,7 +358,7 @@ def test_transaction_state_is_compacted_and_replays_after_restart():
     transactional ids shrink to one record per id (its latest state), and after a restart the
     coordinator's replay of the cleaned log lets a new producer with the same id initialise and
     commit; a read_committed consumer sees exactly the committed data."""
-    from test_transactions import drain, values
+    from test_transactions import drain, markers_written, values
 
     ids = ["app-0", "app-1", "app-2"]
     rounds = 40
@@ -444,6 +444,7 @@ def test_transaction_state_is_compacted_and_replays_after_restart():
                 committed[part].append(f"app-0-after-restart-{part}")
             again.flush(10)
             del again
+            markers_written(broker, "txn-data", [0, 1])
             seen = values(drain(broker, "txn-data", [0, 1], "read_committed"))
             assert {p: sorted(v) for p, v in seen.items()} == {
                 p: sorted(v) for p, v in committed.items()

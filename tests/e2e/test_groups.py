@@ -156,8 +156,10 @@ def test_a_consumer_killed_without_leaving_is_expired_and_its_partitions_move(br
         child.wait(10)
         killed_at = time.time()
         until(lambda: ck_parts(a) == {0, 1, 2, 3}, "a gets the dead member's partitions", [ck_poll(a)])
-        # It cannot have happened before the session timeout ran out.
-        assert time.time() - killed_at >= SESSION_MS / 1000 * 0.8
+        # It cannot have happened before the session timeout ran out. The timeout counts from
+        # the child's last heartbeat, which a loaded machine can have delayed well before the
+        # kill, hence half of it.
+        assert time.time() - killed_at >= SESSION_MS / 1000 * 0.5
     finally:
         if child.poll() is None:
             child.kill()
@@ -278,7 +280,17 @@ def test_cooperative_sticky_rebalances_lose_nothing(broker):
             got = [m for m in msgs if not m.error()]
             seen.extend(int(m.value()) for m in got)
             if got:
-                c.commit(asynchronous=False)
+                try:
+                    c.commit(asynchronous=False)
+                except KafkaException as e:
+                    # A commit that reaches the coordinator between a join and the leader's
+                    # SyncGroup is refused (Kafka does the same); the offsets stay stored and
+                    # the revocation commit above takes them before any partition moves.
+                    if e.args[0].code() not in (
+                        KafkaError.REBALANCE_IN_PROGRESS,
+                        KafkaError.ILLEGAL_GENERATION,
+                    ):
+                        raise
 
         return poll
 
@@ -402,7 +414,10 @@ def test_consumer_offsets_is_internal_undeletable_and_in_kafka_format(broker):
         "__consumer_offsets",
         bootstrap_servers=broker.bootstrap,
         auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
+        # Time without a record before the iteration ends: joining, resetting 50 partitions
+        # and the first fetches take a while on a loaded machine. The loop below stops at
+        # the record it looks for.
+        consumer_timeout_ms=15000,
     )
     found = []
     for record in reader:
@@ -419,6 +434,8 @@ def test_consumer_offsets_is_internal_undeletable_and_in_kafka_format(broker):
         # bytes as given.
         metadata = record.value[16 : 16 + mlen].decode().rstrip("\x00")
         found.append((group, topic, partition, vversion, offset, metadata))
+        if found[-1] == ("g-fmt", "fmt", 0, 3, 7, "hello"):
+            break
     reader.close()
     assert ("g-fmt", "fmt", 0, 3, 7, "hello") in found
 
@@ -482,7 +499,19 @@ def test_deleting_a_topic_deletes_its_committed_offsets(broker):
     broker.kill9()
     broker.start()
     kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
+    # The broker loads its groups after it starts listening and answers OffsetFetch with
+    # COORDINATOR_LOAD_IN_PROGRESS until then, a retriable error kafka-python's admin passes
+    # on instead of retrying.
+    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+
+    deadline = time.time() + TIMEOUT_S
+    while True:
+        try:
+            offsets = kadmin.list_group_offsets({"g-gone": None})["g-gone"]
+            break
+        except (CoordinatorLoadInProgressError, CoordinatorNotAvailableError):
+            assert time.time() < deadline, "the coordinator never finished loading"
+            time.sleep(0.2)
     assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {("kept", 0): 9}
     kadmin.close()
 

@@ -127,7 +127,7 @@ def test_delete_records_moves_the_log_start(broker):
 
 def test_a_waiting_consumer_is_woken_by_a_produce(broker):
     create_topic(broker, "poll")
-    c = consumer(broker, **{"fetch.wait.max.ms": 5000, "fetch.min.bytes": 1})
+    c = consumer(broker, **{"fetch.wait.max.ms": 25000, "fetch.min.bytes": 1})
     c.assign([TopicPartition("poll", 0, 0)])
     received = {}
 
@@ -151,8 +151,9 @@ def test_a_waiting_consumer_is_woken_by_a_produce(broker):
     t.join(TIMEOUT_S)
     c.close()
     assert received.get("value") == b"wake"
-    # Woken by the append, not by fetch.wait.max.ms (5 s) running out.
-    assert received["at"] - sent_at < 1.0, received["at"] - sent_at
+    # Woken by the append, not by fetch.wait.max.ms (25 s) running out. The bound leaves room
+    # for the new producer's connection and metadata on a loaded machine.
+    assert received["at"] - sent_at < 10.0, received["at"] - sent_at
 
 
 def test_kafka_python_fetch_sessions_follow_a_growing_log(broker, caplog):
