@@ -59,6 +59,8 @@ pub struct ShardState {
     pub cluster: ClusterState,
     /// Wakes long-polling fetches when this shard's partitions get appends.
     pub notifier: crate::notify::AppendNotifier,
+    /// Ends this shard's long-polling fetches when the broker starts to shut down.
+    pub shutdown: crate::notify::ShutdownSignal,
     /// Incremental fetch sessions of this shard's connections.
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
     /// This shard's request, data and resource figures, gathered by `/metrics`.
@@ -210,6 +212,7 @@ async fn run_shard(
             cluster_id,
             cluster: ClusterState::new(initial.clone(), store, config.batch_cache_bytes_per_shard),
             notifier: crate::notify::AppendNotifier::new(),
+            shutdown: crate::notify::ShutdownSignal::default(),
             fetch_sessions: crate::fetch_sessions::FetchSessions::new(
                 id.0,
                 nr_shards,
@@ -402,6 +405,9 @@ impl Handler for KafkaHandler {
 
     fn connection_event(&self, event: crate::connection::ConnectionEvent) {
         self.ctx.state().metrics.connection_event(event);
+    }
+    fn shutting_down(&self) {
+        self.ctx.state().shutdown.trigger();
     }
     fn handle_ordered(self: Rc<Self>, frame: Bytes, order: OrderPoint) -> LocalFuture<Reply> {
         Box::pin(async move {

@@ -92,6 +92,11 @@ pub trait Handler: 'static {
 
     /// Told when the listener opens, closes or refuses a connection (metrics).
     fn connection_event(&self, _event: ConnectionEvent) {}
+
+    /// Told once when this shard's listener stops accepting at shutdown, before its
+    /// connections are drained: requests that would wait (long-polling fetches) should answer
+    /// now.
+    fn shutting_down(&self) {}
 }
 
 /// The point after which the next ordered request of a connection may start. Released by

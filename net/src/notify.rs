@@ -37,6 +37,44 @@ pub enum WaitEnd {
     Cancelled,
 }
 
+/// Set once, when the broker starts to shut down: this shard's long-polling fetches stop
+/// waiting and answer with what they have. A connection answers its in-flight requests before
+/// it closes, so without it a shutdown would wait for every parked fetch's `max_wait_ms` (up to
+/// the shutdown grace period), even for clients that had already gone.
+///
+/// Owned by its shard; never crosses cores.
+pub struct ShutdownSignal {
+    /// No units ever: waiters wait until it is closed.
+    closed_on_shutdown: glommio::sync::Semaphore,
+}
+
+impl Default for ShutdownSignal {
+    fn default() -> ShutdownSignal {
+        ShutdownSignal {
+            closed_on_shutdown: glommio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl ShutdownSignal {
+    /// Wakes every waiter, now and later.
+    pub fn trigger(&self) {
+        self.closed_on_shutdown.close();
+    }
+
+    /// Whether [`ShutdownSignal::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        // A closed semaphore refuses every acquire.
+        self.closed_on_shutdown.try_acquire(1).is_err()
+    }
+
+    /// Resolves once [`ShutdownSignal::trigger`] has been called.
+    pub async fn wait(&self) {
+        // Fails (closed) at shutdown; nothing ever signals a unit.
+        let _ = self.closed_on_shutdown.acquire(1).await;
+    }
+}
+
 /// The registry of fetches waiting for appends on this shard's partitions.
 ///
 /// Owned by its shard; never crosses cores.
@@ -345,6 +383,41 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(2));
             assert_eq!(p.last_stable_offset(), Offset(2));
             marker.await;
+        });
+    }
+
+    #[test]
+    fn shutdown_wakes_every_waiter_and_later_ones_at_once() {
+        glommio::LocalExecutor::default().run(async {
+            let signal = Rc::new(ShutdownSignal::default());
+            assert!(!signal.is_triggered());
+            // Nothing wakes a waiter before the trigger.
+            let early = futures_lite::future::or(
+                async {
+                    signal.wait().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    false
+                },
+            )
+            .await;
+            assert!(!early);
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    let signal = signal.clone();
+                    glommio::spawn_local(async move { signal.wait().await })
+                })
+                .collect();
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            signal.trigger();
+            for w in waiters {
+                w.await;
+            }
+            assert!(signal.is_triggered());
+            // A wait that starts after the trigger does not wait.
+            signal.wait().await;
         });
     }
 }

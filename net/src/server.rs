@@ -52,8 +52,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(std::io::Error::from)
 }
 
-/// Accepts connections until shutdown, serving each in its own task with `handler`; then waits
-/// (up to a grace period) for this shard's connections to finish.
+/// Accepts connections until shutdown, serving each in its own task with `handler`; then tells
+/// the handler (so that waiting requests answer now) and waits, up to a grace period, for this
+/// shard's connections to finish.
 ///
 /// Runs on the shard that bound `listener`.
 pub async fn accept_loop<H: Handler>(
@@ -124,6 +125,7 @@ pub async fn accept_loop<H: Handler>(
     }
     drop(listener);
     stops.borrow_mut().clear();
+    handler.shutting_down();
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     while local_open.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;

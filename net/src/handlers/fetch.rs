@@ -9,7 +9,8 @@
 //!    batch found (KIP-74) so a record larger than every limit can still be consumed.
 //! 3. With fewer than `min_bytes` found, no error, and time left before `max_wait_ms`, it sends
 //!    one wait job to each home shard ([`crate::notify`]), sleeps until the first of them says
-//!    an append arrived (or the deadline passes), and reads again. Nothing busy-polls.
+//!    an append arrived (or the deadline passes, or the broker starts to shut down), and reads
+//!    again. Nothing busy-polls.
 //!
 //! Record data is never copied (see ARCHITECTURE.md, "Zero-copy fetch"): the home shard
 //! reads a partition with `Partition::read_for_send`, which gives the batch cache's buffers for
@@ -231,9 +232,9 @@ pub async fn handle(
         }
         let _parked = ctx.state().metrics.fetch_parked();
         wait_for_appends(ctx, &targets, deadline, committed).await;
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || ctx.state().shutdown.is_triggered() {
             // One last read: the wait may have ended because of an append just before the
-            // deadline, and the client should get it.
+            // deadline (or the shutdown), and the client should get it.
             break read_all(ctx, &targets, max_bytes, committed).await;
         }
     };
@@ -586,8 +587,14 @@ async fn wait_for_appends(
         }
     }
     let done = Arc::new(AtomicBool::new(false));
-    if per_shard.is_empty() {
+    let state = ctx.state();
+    let timer = async {
         glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
+    };
+    // At shutdown a parked fetch answers with what it has (see `ShutdownSignal`).
+    let timer_or_shutdown = futures_lite::future::or(timer, state.shutdown.wait());
+    if per_shard.is_empty() {
+        timer_or_shutdown.await;
         return;
     }
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<()>(per_shard.len());
@@ -621,14 +628,11 @@ async fn wait_for_appends(
         })
         .detach();
     }
-    let timer = async {
-        glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
-    };
     futures_lite::future::or(
         async {
             let _ = rx.recv().await;
         },
-        timer,
+        timer_or_shutdown,
     )
     .await;
     done.store(true, Ordering::Release);
