@@ -10,7 +10,9 @@
 #   e2e            producers and tailing consumers at full speed (mixed mode)
 # Sizes: DURATION (seconds of load, default 10), BROKER_SHARDS (default 1), BENCH_CPUS
 # (default: the CPU after the broker's), FILL_RECORDS (fetch workload, default 2000000),
-# SKIP_BUILD=1 (use the binaries already built).
+# BATCH_BYTES (produce workloads' batch size, default 16384), SKIP_BUILD=1 (use the binaries
+# already built). The broker's data directory is a temporary one under TMPDIR_BASE (default
+# target/; TMPDIR_BASE=/dev/shm takes the disk out of the measurement).
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,6 +23,7 @@ BROKER_SHARDS=${BROKER_SHARDS:-1}
 cores=$(nproc)
 BENCH_CPUS=${BENCH_CPUS:-$(( BROKER_SHARDS < cores ? BROKER_SHARDS : 0 ))}
 FILL_RECORDS=${FILL_RECORDS:-2000000}
+BATCH_BYTES=${BATCH_BYTES:-16384}
 
 # SKIP_BUILD=1 profiles the binaries already in target/perf/release.
 build_with_frame_pointers() {
@@ -84,10 +87,12 @@ run_workload() {
     case $WORKLOAD in
         produce)
             bench produce --topic p1 --partitions 1 --record-size 100 --acks 1 \
-                --duration "$DURATION" --in-flight 8 --json "$json" ;;
+                --duration "$DURATION" --in-flight 8 --batch-bytes "$BATCH_BYTES" \
+                --json "$json" ;;
         produce-all)
             bench produce --topic p16 --partitions 16 --record-size 1024 --acks all \
-                --duration "$DURATION" --producers 2 --in-flight 8 --json "$json" ;;
+                --duration "$DURATION" --producers 2 --in-flight 8 --batch-bytes "$BATCH_BYTES" \
+                --json "$json" ;;
         fetch)
             # Re-read the filled partitions until the window ends.
             local until=$(( SECONDS + DURATION ))

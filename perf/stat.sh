@@ -24,10 +24,27 @@ run_workload "$PERF_TMP/report.json"
 wait "$perf_pid"
 {
     cat "$PERF_TMP/stat.txt"
-    python3 - "$PERF_TMP/report.json" <<'PY'
+    python3 - "$PERF_TMP/report.json" "$PERF_TMP/stat.txt" "$DURATION" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"sluice-bench {r['mode']}: {r['records_per_sec']:.0f} records/s, {r['mb_per_sec']} MB/s, "
       f"p50 {r['latency_us']['p50']} us, p99 {r['latency_us']['p99']} us ({r['latency_kind']})")
+# Per produce request, over the counted window (the load runs at least as long).
+counts = {}
+for line in open(sys.argv[2]):
+    parts = line.split()
+    try:
+        value = float(parts[0].replace(",", ""))
+    except (IndexError, ValueError):
+        continue
+    if len(parts) >= 3:
+        counts[parts[2] if parts[1] == "msec" else parts[1]] = value
+side = r.get("produce")
+if side and side["requests"] and side["seconds"]:
+    requests = side["requests"] / side["seconds"] * float(sys.argv[3])
+    print(f"per produce request ({side['records'] / side['requests']:.1f} records): "
+          f"{counts.get('task-clock', 0) * 1000 / requests:.1f} us of broker CPU, "
+          f"{counts.get('context-switches', 0) / requests:.2f} context switches, "
+          f"{counts.get('page-faults', 0) / requests:.2f} page faults")
 PY
 } | tee "$OUT"
