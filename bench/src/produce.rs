@@ -59,6 +59,8 @@ struct Pending {
     first_ns: u64,
     /// Spacing of the following records' intended times (0: all share `first_ns`).
     step_ns: f64,
+    /// When the request had been written to the socket (ns since the run epoch).
+    sent_ns: u64,
 }
 
 /// Runs one producer connection until the deadline or the record budget; returns what its
@@ -106,10 +108,11 @@ pub async fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> Result<Sid
                 // The reader closed the slots: the connection failed; its error is reported.
                 break;
             }
-            let Some((frame, pending)) = writer_state.next(&shared).await? else {
+            let Some((frame, mut pending)) = writer_state.next(&shared).await? else {
                 break;
             };
             writer.write_all(frame).await?;
+            pending.sent_ns = shared.now_ns();
             if tx.send(pending).await.is_err() {
                 break;
             }
@@ -226,6 +229,7 @@ impl Writer {
             bytes,
             first_ns,
             step_ns,
+            sent_ns: 0,
         };
         if count == capacity && !self.frames.is_empty() {
             let (frame, _, bytes) = &mut self.frames[group];
@@ -330,6 +334,7 @@ async fn read_acks<R: futures_lite::AsyncRead + Unpin>(
             side.bytes += p.bytes;
             side.requests += 1;
             side.last_event_ns = now;
+            record_ns(&mut side.round_trip, now.saturating_sub(p.sent_ns), 1);
             if p.step_ns == 0.0 {
                 record_ns(&mut side.latency, now.saturating_sub(p.first_ns), p.records);
             } else {

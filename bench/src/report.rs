@@ -76,6 +76,10 @@ pub struct SideReport {
     pub bytes_per_sec: f64,
     pub mb_per_sec: f64,
     pub latency_us: Latency,
+    /// Produce at acks 1 or all: per request, from its write to the socket to its response
+    /// (`latency_us` is per record, from its intended send time, so it also holds the time
+    /// records waited for a request slot).
+    pub round_trip_us: Option<Latency>,
 }
 
 impl SideReport {
@@ -97,6 +101,7 @@ impl SideReport {
             bytes_per_sec: per_sec(side.bytes).round(),
             mb_per_sec: round3(per_sec(side.bytes) / 1e6),
             latency_us: Latency::of(&side.latency),
+            round_trip_us: (!side.round_trip.is_empty()).then(|| Latency::of(&side.round_trip)),
         }
     }
 }
@@ -287,11 +292,22 @@ pub fn table(report: &Report) -> String {
     if let Some(s) = &report.produce {
         row("produce", s, &s.latency_us);
     }
+    let round_trip = report
+        .produce
+        .as_ref()
+        .and_then(|s| s.round_trip_us.as_ref());
     if let Some(s) = &report.consume {
         row("consume", s, &s.latency_us);
         if let Some(l) = &report.e2e_latency_us {
             row("e2e", s, l);
         }
+    }
+    if let Some(l) = round_trip {
+        out.push_str(&format!(
+            "produce requests, write to response: {} requests, p50 {} µs, p90 {}, p99 {}, \
+             p99.9 {}, p99.99 {}, max {}\n",
+            l.count, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max
+        ));
     }
     if report.errors > 0 {
         out.push_str(&format!(

@@ -25,6 +25,10 @@ pub struct Side {
     pub latency: Histogram<u64>,
     /// End-to-end latency of stamped records (consumers only).
     pub e2e: Histogram<u64>,
+    /// Produce: one sample per request, from its write to the socket to its response, so the
+    /// broker's round trip can be told apart from the time records waited in the producer
+    /// for a request slot (which `latency` includes).
+    pub round_trip: Histogram<u64>,
 }
 
 impl Default for Side {
@@ -44,6 +48,7 @@ impl Side {
             last_event_ns: 0,
             latency: histogram(),
             e2e: histogram(),
+            round_trip: histogram(),
         }
     }
 
@@ -67,6 +72,7 @@ impl Side {
         // Both histograms share bounds, so adding cannot fail; saturate defensively anyway.
         let _ = self.latency.add(&other.latency);
         let _ = self.e2e.add(&other.e2e);
+        let _ = self.round_trip.add(&other.round_trip);
     }
 }
 

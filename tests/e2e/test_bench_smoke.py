@@ -77,6 +77,11 @@ def test_produce_then_consume_counts_match_the_broker(broker, bench_bin, tmp_pat
     assert produced["records_per_sec"] > 0
     assert produced["bytes_per_sec"] > 20000 * 100 / produced["seconds"] * 0.99
     assert produced["latency_us"]["p50"] > 0
+    # One round-trip sample per acknowledged request, none longer than the slowest record's
+    # latency (which also counts the wait for a request slot).
+    round_trip = produced["produce"]["round_trip_us"]
+    assert round_trip["count"] == produced["produce"]["requests"] > 0
+    assert 0 < round_trip["p50"] <= round_trip["max"] <= produced["latency_us"]["max"]
     assert produced["broker"]["topic_created"] is True
     assert watermark_total(broker.bootstrap, "smoke", 2) == 20000
 
