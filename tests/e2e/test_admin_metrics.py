@@ -7,7 +7,6 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -181,96 +180,78 @@ def test_counters_move_by_what_confluent_kafka_produced_and_fetched(broker):
     assert time.time() - 3600 < fetched.value("process_start_time_seconds") <= time.time()
 
 
-def test_a_long_poll_is_parked_and_answered_at_shutdown():
-    with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
-        b = Broker(Path(tmp) / "data", free_port())
-        b.start()
-        consumer = None
-        try:
-            create_topic(b, "quiet")
-            consumer = Consumer(
-                {
-                    "bootstrap.servers": b.bootstrap,
-                    "group.id": "parked",
-                    "enable.auto.commit": False,
-                    "fetch.wait.max.ms": 30000,
-                }
-            )
-            consumer.assign([TopicPartition("quiet", 0, 0)])
-            deadline = time.time() + TIMEOUT_S
-            parked = 0
-            while time.time() < deadline and parked < 1:
-                consumer.poll(0.2)
-                parked = scrape(b).value("sluice_fetches_parked")
-            assert parked >= 1, "an idle consumer's fetch should be parked"
-            s = scrape(b)
-            assert s.value("sluice_requests_in_flight", api="Fetch") >= 1
-            # At shutdown the parked fetch answers at once instead of holding the broker for
-            # its 30 s wait or the 5 s shutdown grace period.
-            stopping = time.monotonic()
-            os.kill(b.proc.pid, signal.SIGTERM)
-            code = b.proc.wait(TIMEOUT_S)
-            took = time.monotonic() - stopping
-            assert code == 0, b.log()
-            assert took < 3.0, f"shutdown took {took:.1f} s with a parked fetch"
-        finally:
-            if consumer is not None:
-                consumer.close()
-            b.stop()
-
-
-def fetch_v4(correlation_id, topic, partition, offset, max_bytes):
-    """A Fetch v4 request frame (v1 header) for one partition, waiting at most 0.5 s."""
-    body = (
-        struct.pack(">iiiib", -1, 500, 1, max_bytes, 0)  # replica, wait, min, max, isolation
-        + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic.encode()
-        + struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+def test_a_long_poll_is_parked_and_answered_at_shutdown(broker):
+    create_topic(broker, "quiet")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "parked",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 30000,
+        }
     )
-    header = struct.pack(">hhi", 1, 4, correlation_id) + struct.pack(">h", 4) + b"slow"
-    return struct.pack(">i", len(header) + len(body)) + header + body
+    try:
+        consumer.assign([TopicPartition("quiet", 0, 0)])
+        deadline = time.time() + TIMEOUT_S
+        parked = 0
+        while time.time() < deadline and parked < 1:
+            consumer.poll(0.2)
+            parked = scrape(broker).value("sluice_fetches_parked")
+        assert parked >= 1, "an idle consumer's fetch should be parked"
+        assert scrape(broker).value("sluice_requests_in_flight", api="Fetch") >= 1
+        # At shutdown the parked fetch answers at once instead of holding the broker for its
+        # 30 s wait or the 5 s shutdown grace period.
+        stopping = time.monotonic()
+        os.kill(broker.proc.pid, signal.SIGTERM)
+        code = broker.proc.wait(TIMEOUT_S)
+        took = time.monotonic() - stopping
+        assert code == 0, broker.log()
+        assert took < 3.0, f"shutdown took {took:.1f} s with a parked fetch"
+    finally:
+        consumer.close()
 
 
-def test_ready_turns_503_while_a_shutdown_waits_for_a_slow_reader():
-    with tempfile.TemporaryDirectory(prefix="sluice-e2e-") as tmp:
-        b = Broker(Path(tmp) / "data", free_port())
-        b.start()
-        reader = None
-        try:
-            create_topic(b, "big")
-            producer = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
-            for _ in range(100):
-                producer.produce("big", value=os.urandom(100_000), partition=0)
-            assert producer.flush(TIMEOUT_S) == 0
-            status, _, body = http(b.admin_url + "/v1/status/ready")
-            assert (status, json.loads(body)) == (200, {"status": "ready"})
-            # A client that asks for 10 MB and reads none of it: the broker's send fills the
-            # socket buffers and waits, so the connection is still answering when the shutdown
-            # starts, and holds the shutdown in its grace period.
-            reader = socket.socket()
-            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            host, port = b.bootstrap.split(":")
-            reader.connect((host, int(port)))
-            reader.sendall(fetch_v4(1, "big", 0, 0, 64 * 1024 * 1024))
-            deadline = time.time() + TIMEOUT_S
-            while time.time() < deadline and not scrape(b).value("sluice_requests_total", api="Fetch"):
-                time.sleep(0.05)
-            os.kill(b.proc.pid, signal.SIGTERM)
-            seen = []
-            while b.proc.poll() is None and time.time() < deadline:
-                try:
-                    status, _, body = http(b.admin_url + "/v1/status/ready")
-                except (urllib.error.URLError, ConnectionError):
-                    break
-                seen.append((status, json.loads(body)))
-                if status == 503:
-                    break
-                time.sleep(0.01)
-            assert (503, {"status": "shutting down"}) in seen, seen
-            assert b.proc.wait(TIMEOUT_S) == 0, b.log()
-        finally:
-            if reader is not None:
-                reader.close()
-            b.stop()
+def test_ready_turns_503_while_a_shutdown_waits_for_a_slow_reader(broker):
+    from test_hostile_input import frame, string
+
+    create_topic(broker, "big")
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for _ in range(100):
+        producer.produce("big", value=os.urandom(100_000), partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+    status, _, body = http(broker.admin_url + "/v1/status/ready")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    # A client that asks for 10 MB and reads none of it: the broker's send fills the socket
+    # buffers and waits, so the connection is still answering when the shutdown starts, and
+    # holds the shutdown in its grace period.
+    limit = 64 * 1024 * 1024
+    fetch_v4 = frame(1, 4, 1, (
+        struct.pack(">iiiib", -1, 500, 1, limit, 0)  # replica, wait, min, max, isolation
+        + struct.pack(">i", 1) + string("big")
+        + struct.pack(">i", 1) + struct.pack(">iqi", 0, 0, limit)  # partition, offset, max
+    ))
+    host, port = broker.bootstrap.split(":")
+    with socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect((host, int(port)))
+        reader.sendall(fetch_v4)
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline and not scrape(broker).value("sluice_requests_total",
+                                                                  api="Fetch"):
+            time.sleep(0.05)
+        os.kill(broker.proc.pid, signal.SIGTERM)
+        seen = []
+        while broker.proc.poll() is None and time.time() < deadline:
+            try:
+                status, _, body = http(broker.admin_url + "/v1/status/ready")
+            except (urllib.error.URLError, ConnectionError):
+                break
+            seen.append((status, json.loads(body)))
+            if status == 503:
+                break
+            time.sleep(0.01)
+        assert (503, {"status": "shutting down"}) in seen, seen
+        assert broker.proc.wait(TIMEOUT_S) == 0, broker.log()
 
 
 def test_status_endpoints_methods_and_unknown_paths(broker):

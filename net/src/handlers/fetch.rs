@@ -587,12 +587,11 @@ async fn wait_for_appends(
         }
     }
     let done = Arc::new(AtomicBool::new(false));
-    let state = ctx.state();
     let timer = async {
         glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now())).await;
     };
     // At shutdown a parked fetch answers with what it has (see `ShutdownSignal`).
-    let timer_or_shutdown = futures_lite::future::or(timer, state.shutdown.wait());
+    let timer_or_shutdown = futures_lite::future::or(timer, ctx.state().shutdown.wait());
     if per_shard.is_empty() {
         timer_or_shutdown.await;
         return;
